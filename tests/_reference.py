@@ -1,0 +1,134 @@
+"""mpmath reference implementations (50 digits) and the ulp-error helper.
+
+Run as a script to print the reference values pasted into the tests::
+
+    python tests/_reference.py
+"""
+
+from __future__ import annotations
+
+import math
+from collections.abc import Iterable, Sequence
+
+import mpmath
+import numpy as np
+
+mpmath.mp.dps = 50
+mpf = mpmath.mpf
+
+NEG_INF = mpmath.ninf
+
+
+def _row(x: Iterable[float]) -> list[mpmath.mpf]:
+    return [mpf(float(v)) for v in x]
+
+
+def _max_and_rest(x: Sequence[float]) -> tuple[mpmath.mpf, mpmath.mpf] | None:
+    """``(m, S)`` with ``logsumexp = m + log1p(S)``, S the sum without one max.
+
+    Keeping ``log1p(S)`` apart keeps 50 significant digits of a tiny
+    ``log_softmax`` of the top class (``-1e-60`` next to ``m = 200``).
+    """
+    row = [v for v in _row(x) if v != NEG_INF]
+    if not row:
+        return None
+    m = max(row)
+    rest = list(row)
+    rest.remove(m)
+    return m, mpmath.fsum(mpmath.exp(v - m) for v in rest)
+
+
+def logsumexp(x: Sequence[float]) -> mpmath.mpf:
+    """Exact logsumexp of a row (``-inf`` for an empty or all -inf row)."""
+    ms = _max_and_rest(x)
+    if ms is None:
+        return NEG_INF
+    return ms[0] + mpmath.log1p(ms[1])
+
+
+def log_softmax(x: Sequence[float]) -> list[mpmath.mpf]:
+    """Exact log-softmax of a finite-or--inf row."""
+    ms = _max_and_rest(x)
+    if ms is None:
+        return [NEG_INF for _ in x]
+    m, s = ms
+    return [(v - m) - mpmath.log1p(s) if v != NEG_INF else NEG_INF for v in _row(x)]
+
+
+def softmax(x: Sequence[float]) -> list[mpmath.mpf]:
+    """Exact softmax of a finite-or--inf row (zeros for an all -inf row)."""
+    return [mpmath.exp(v) if v != NEG_INF else mpf(0) for v in log_softmax(x)]
+
+
+def sigmoid(x: float) -> mpmath.mpf:
+    """Exact logistic function."""
+    return 1 / (1 + mpmath.exp(-mpf(float(x))))
+
+
+def softplus(x: float) -> mpmath.mpf:
+    """Exact log(1 + exp(x))."""
+    return mpmath.log1p(mpmath.exp(mpf(float(x))))
+
+
+def log_sigmoid(x: float) -> mpmath.mpf:
+    """Exact log(sigmoid(x))."""
+    return -softplus(-float(x))
+
+
+def logit(p: float) -> mpmath.mpf:
+    """Exact log(p / (1 - p)) for p in (0, 1)."""
+    q = mpf(float(p))
+    return mpmath.log(q / (1 - q))
+
+
+def ulp_error(actual: object, exact: object, dtype: object = None) -> np.ndarray:
+    """``|actual - exact| / ulp(exact)`` in the dtype of `actual`.
+
+    `exact` holds mpmath numbers (or anything ``mpmath.mpf`` takes). The ulp
+    of a value is the spacing of the dtype's numbers at the exact value's
+    magnitude, with the subnormal spacing as its floor, so an error of one
+    unit in the last place of the result reads 1.0. Equal infinities and
+    NaN against NaN count as 0; anything else non-finite counts as inf.
+    """
+    a = np.asarray(actual)
+    if str(dtype) == "bfloat16":  # without ml_dtypes: 8 bits of precision
+        nmant, minexp, maxexp = 7, -126, 128
+    else:
+        info = np.finfo(np.dtype(dtype) if dtype is not None else a.dtype)
+        nmant, minexp, maxexp = int(info.nmant), int(info.minexp), int(info.maxexp)
+    # exact values at or beyond this round to infinity
+    overflow = (2 - mpf(2) ** -(nmant + 1)) * mpf(2) ** (maxexp - 1)
+    flat_a = a.astype(np.float64).reshape(-1)
+    flat_e = np.asarray(exact, dtype=object).reshape(-1)
+    out = np.empty(flat_a.shape, dtype=np.float64)
+    tiny_spacing = mpf(2) ** (minexp - nmant)
+    for i, (av, ev) in enumerate(zip(flat_a, flat_e, strict=True)):
+        av = float(av)
+        ev = mpf(ev)
+        if mpmath.isnan(ev) or math.isnan(av):
+            out[i] = 0.0 if (mpmath.isnan(ev) and math.isnan(av)) else math.inf
+            continue
+        if math.isinf(av) and not mpmath.isinf(ev) and abs(ev) >= overflow:
+            out[i] = 0.0 if (av > 0) == (ev > 0) else math.inf
+            continue
+        if mpmath.isinf(ev) or math.isinf(av):
+            out[i] = 0.0 if mpf(av) == ev else math.inf
+            continue
+        if ev == 0:
+            spacing = tiny_spacing
+        else:
+            e = int(mpmath.floor(mpmath.log(abs(ev), 2)))
+            spacing = mpf(2) ** max(e - nmant, minexp - nmant)
+            # floor(log2) can be off by one near powers of two at 50 digits
+            while spacing * 2**nmant > abs(ev) and spacing > tiny_spacing:
+                spacing /= 2
+            while spacing * 2 ** (nmant + 1) <= abs(ev):
+                spacing *= 2
+        out[i] = float(abs(mpf(av) - ev) / spacing)
+    return out.reshape(a.shape)
+
+
+if __name__ == "__main__":  # pragma: no cover - prints the pasted values
+    print("LOG_SOFTMAX_1D", [float(v) for v in log_softmax([0.0, 1.0, 2.0, 3.0])])
+    print("SOFTMAX_031", [float(v) for v in softmax([0.0, 3.0, 1.0])])
+    print("LSE_CONFIDENT", float(log_softmax([0.0, 29.933606208922594])[1]))
