@@ -9,7 +9,6 @@ from __future__ import annotations
 
 import importlib
 import os
-from collections.abc import Iterator
 from types import ModuleType
 from typing import Any
 
@@ -20,7 +19,9 @@ BACKENDS = ["numpy", "array_api_strict", "torch", "jax.numpy", "dask.array"]
 _env = os.environ.get("LOGITKIT_REQUIRE_BACKENDS")
 if _env is None and os.environ.get("CI", "").lower() in {"1", "true", "yes"}:
     _env = "all"
-REQUIRED = set(BACKENDS) if _env == "all" else set(filter(None, (_env or "").split(",")))
+REQUIRED = (
+    set(BACKENDS) if _env == "all" else set(filter(None, (_env or "").split(",")))
+)
 
 
 def import_backend(name: str) -> ModuleType:
@@ -31,7 +32,7 @@ def import_backend(name: str) -> ModuleType:
 
 
 @pytest.fixture(params=BACKENDS)
-def xp(request: pytest.FixtureRequest) -> Iterator[Any]:
+def xp(request: pytest.FixtureRequest) -> Any:
     """The (array-api-compat wrapped) namespace under test, in float64 mode."""
     name = request.param
     module = import_backend(name)
@@ -39,7 +40,7 @@ def xp(request: pytest.FixtureRequest) -> Iterator[Any]:
         import jax
 
         jax.config.update("jax_enable_x64", True)
-    yield array_namespace(module.empty(0))
+    return array_namespace(module.empty(0))
 
 
 @pytest.fixture

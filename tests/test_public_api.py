@@ -7,8 +7,17 @@ import sys
 
 import logitkit as lk
 
-PUBLIC = {"sigmoid", "log_sigmoid", "softplus", "logit", "logsumexp", "softmax",
-          "log_softmax", "one_hot", "__version__"}
+PUBLIC = {
+    "sigmoid",
+    "log_sigmoid",
+    "softplus",
+    "logit",
+    "logsumexp",
+    "softmax",
+    "log_softmax",
+    "one_hot",
+    "__version__",
+}
 
 
 def test_all_is_sorted_and_complete() -> None:
@@ -19,8 +28,11 @@ def test_all_is_sorted_and_complete() -> None:
 
 
 def test_import_loads_no_array_library_but_numpy_on_use() -> None:
-    code = ("import sys, logitkit; print([m for m in ('torch', 'jax', 'dask', 'cupy', "
-            "'scipy', 'array_api_strict') if m in sys.modules])")
-    out = subprocess.run([sys.executable, "-c", code], check=True, capture_output=True,
-                         text=True).stdout
+    code = (
+        "import sys, logitkit; print([m for m in ('torch', 'jax', 'dask', 'cupy', "
+        "'scipy', 'array_api_strict') if m in sys.modules])"
+    )
+    out = subprocess.run(
+        [sys.executable, "-c", code], check=True, capture_output=True, text=True
+    ).stdout
     assert out.strip() == "[]"

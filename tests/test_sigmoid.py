@@ -6,6 +6,8 @@ from typing import Any
 
 import numpy as np
 import pytest
+
+import logitkit as lk
 from _backends import jit, name_of, to_numpy
 from _reference import log_sigmoid as ref_log_sigmoid
 from _reference import logit as ref_logit
@@ -13,15 +15,31 @@ from _reference import sigmoid as ref_sigmoid
 from _reference import softplus as ref_softplus
 from _reference import ulp_error
 
-import logitkit as lk
-
 ULP = {"float32": 0.51, "float64": 1.0, "float16": 0.51, "bfloat16": 0.51}
 
 # The contract's points, plus a spread over the whole range.
-POINTS = [-1e-30, 1e-30, -20.0, 20.0, -90.0, 90.0, -800.0, 800.0, 0.0, -0.5, 0.5,
-          -37.5, 37.5, -710.0, 710.0, -1e4, 1e4]
-SPREAD = (np.random.default_rng(7).standard_normal(60)
-          * np.repeat([1.0, 10.0, 100.0], 20)).tolist()
+POINTS = [
+    -1e-30,
+    1e-30,
+    -20.0,
+    20.0,
+    -90.0,
+    90.0,
+    -800.0,
+    800.0,
+    0.0,
+    -0.5,
+    0.5,
+    -37.5,
+    37.5,
+    -710.0,
+    710.0,
+    -1e4,
+    1e4,
+]
+SPREAD = (
+    np.random.default_rng(7).standard_normal(60) * np.repeat([1.0, 10.0, 100.0], 20)
+).tolist()
 REFERENCE = {
     "sigmoid": ref_sigmoid,
     "log_sigmoid": ref_log_sigmoid,
@@ -43,11 +61,24 @@ def test_ulp(xp: Any, fn: str, dtype: str) -> None:
 def test_logit_ulp(xp: Any, dtype: str) -> None:
     rng = np.random.default_rng(11)
     eps = float(np.finfo(dtype).eps)
-    p_np = np.concatenate([
-        rng.random(80),
-        [0.5, 0.5 + 1e-8, 0.5 - 1e-8, 0.25, 0.2499999, 0.75, 1e-30, 1e-5, 1 - eps,
-         1 - 4 * eps, 0.5 + eps],
-    ]).astype(dtype)
+    p_np = np.concatenate(
+        [
+            rng.random(80),
+            [
+                0.5,
+                0.5 + 1e-8,
+                0.5 - 1e-8,
+                0.25,
+                0.2499999,
+                0.75,
+                1e-30,
+                1e-5,
+                1 - eps,
+                1 - 4 * eps,
+                0.5 + eps,
+            ],
+        ]
+    ).astype(dtype)
     y = to_numpy(jit(xp, lk.logit)(xp.asarray(p_np)))
     err = ulp_error(y, [ref_logit(float(v)) for v in p_np])
     assert err.max() <= ULP[dtype], (p_np[err.argmax()], err.max())
@@ -58,8 +89,10 @@ def test_logit_ulp(xp: Any, dtype: str) -> None:
 def test_low_precision(xp: Any, fn: str, dtype: str) -> None:
     if not hasattr(xp, dtype):
         pytest.skip(f"{name_of(xp)} has no {dtype}")
-    x = xp.astype(xp.asarray(np.asarray([-9.0, -2.5, -0.1, 0.0, 0.3, 1.7, 6.0, 11.0])),
-                  getattr(xp, dtype))
+    x = xp.astype(
+        xp.asarray(np.asarray([-9.0, -2.5, -0.1, 0.0, 0.3, 1.7, 6.0, 11.0])),
+        getattr(xp, dtype),
+    )
     y = getattr(lk, fn)(x)
     assert y.dtype == x.dtype
     exact = [REFERENCE[fn](float(v)) for v in to_numpy(xp.astype(x, xp.float64))]
@@ -72,8 +105,9 @@ def test_special_values(xp: Any) -> None:
     np.testing.assert_array_equal(to_numpy(lk.log_sigmoid(x)), [-np.inf, 0.0, np.nan])
     np.testing.assert_array_equal(to_numpy(lk.softplus(x)), [0.0, np.inf, np.nan])
     p = xp.asarray(np.asarray([0.0, 1.0, -0.5, 1.5, np.nan]))
-    np.testing.assert_array_equal(to_numpy(lk.logit(p)),
-                                  [-np.inf, np.inf, np.nan, np.nan, np.nan])
+    np.testing.assert_array_equal(
+        to_numpy(lk.logit(p)), [-np.inf, np.inf, np.nan, np.nan, np.nan]
+    )
 
 
 def test_log_sigmoid_never_neg_inf_for_finite_x(xp: Any) -> None:

@@ -49,7 +49,9 @@ def as_array(x: Any, /, *, name: str) -> Array:
         raise TypeError(msg) from exc
 
 
-def namespace(*arrays: Array | None, xp: ArrayNamespace | None = None) -> ArrayNamespace:
+def namespace(
+    *arrays: Array | None, xp: ArrayNamespace | None = None
+) -> ArrayNamespace:
     """Return `xp` if given, else the common namespace of the non-None arrays."""
     if xp is not None:
         return xp
@@ -83,7 +85,7 @@ def has_float64(xp: ArrayNamespace) -> bool:
     if is_jax_namespace(xp):
         import jax
 
-        return bool(jax.config.read("jax_enable_x64"))
+        return bool(jax.config.read("jax_enable_x64"))  # type: ignore[no-untyped-call]
     return True
 
 
@@ -119,7 +121,9 @@ def round_to(y: Array, dtype: DType, /, *, xp: ArrayNamespace) -> Array:
     return xp.astype(y, dtype)
 
 
-def _jax_round_keeping_subnormals(y: Array, dtype: DType, /, *, xp: ArrayNamespace) -> Array:
+def _jax_round_keeping_subnormals(
+    y: Array, dtype: DType, /, *, xp: ArrayNamespace
+) -> Array:
     """XLA on CPU flushes subnormal results of a cast to zero; build them by bits."""
     from jax import lax
 
@@ -181,7 +185,9 @@ def check_out(out: Any, result: Array, /, *, xp: ArrayNamespace) -> Array:
 # ---------------------------------------------------------------- axes
 
 
-def normalize_axis(axis: Axis, ndim: int, /, *, allow_none: bool = False) -> tuple[int, ...]:
+def normalize_axis(
+    axis: Axis, ndim: int, /, *, allow_none: bool = False
+) -> tuple[int, ...]:
     """Return `axis` as a sorted tuple of non-negative ints.
 
     Raises
@@ -236,7 +242,12 @@ def flatten_axes(
 
 
 def unflatten_axes(
-    y: Array, axes: Sequence[int], moved_shape: tuple[int, ...], /, *, xp: ArrayNamespace
+    y: Array,
+    axes: Sequence[int],
+    moved_shape: tuple[int, ...],
+    /,
+    *,
+    xp: ArrayNamespace,
 ) -> Array:
     """Undo :func:`flatten_axes` on an array of the flattened shape."""
     ndim = len(moved_shape)

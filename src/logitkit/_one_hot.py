@@ -96,8 +96,9 @@ def one_hot(
     return y
 
 
-def check_labels(labels: Array, num_classes: int, /, *, name: str,
-                 xp: ArrayNamespace) -> None:
+def check_labels(
+    labels: Array, num_classes: int, /, *, name: str, xp: ArrayNamespace
+) -> None:
     """Raise ValueError naming the first label outside ``[0, num_classes)``.
 
     Only for eager arrays: it reads values.

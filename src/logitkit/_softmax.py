@@ -215,8 +215,12 @@ def logsumexp(
         p = _prepare(x, axis, where, 1.0, allow_none=True, xp=xp)
         xp = p.xp
         if p.x.shape[-1] == 0:
-            lse = xp.full(p.x.shape[:-1] + (1,), -float("inf"), dtype=p.x.dtype,
-                          device=device(p.x))
+            lse = xp.full(
+                (*p.x.shape[:-1], 1),
+                -float("inf"),
+                dtype=p.x.dtype,
+                device=device(p.x),
+            )
             sign = xp.zeros_like(lse)
         else:
             st = _row_stats(p.x, refine=p.refine, xp=xp)
@@ -259,8 +263,9 @@ def _weighted_logsumexp(
     bw, _ = flatten_axes(bw, p.axes, xp=xp) if b.ndim else (xp.reshape(bw, (1,)), None)
     xw = p.x
     if xw.shape[-1] == 0:
-        lse = xp.full(xw.shape[:-1] + (1,), -float("inf"), dtype=xw.dtype,
-                      device=device(xw))
+        lse = xp.full(
+            (*xw.shape[:-1], 1), -float("inf"), dtype=xw.dtype, device=device(xw)
+        )
         return lse, xp.zeros_like(lse), p
     st = _row_stats(xw, refine=p.refine, xp=xp)
     zero = const(0.0, xw, xp=xp)
