@@ -59,8 +59,7 @@ def one_hot(
     Notes
     -----
     Under ``jax.jit`` or Dask, labels are not inspected: an out-of-range label
-    gives a row of zeros there (TensorFlow's behaviour, which
-    ``lk.compat.tf.one_hot`` keeps everywhere).
+    gives a row of zeros there (what ``tf.one_hot`` does everywhere).
 
     Examples
     --------

@@ -105,7 +105,17 @@ def _row_stats(x: Array, /, *, refine: bool, xp: ArrayNamespace) -> _RowStats:
     # derivative of m to x_k, which the sum S leaves out.
     m = xp.sum(xp.where(onehot, x, zero), axis=-1, keepdims=True)
     m_safe = xp.where(xp.isfinite(m), m, zero)
+    over = None
+    if refine:
+        # x - m can overflow (x = -1.7e308, m = 1.7e308) only when nothing is
+        # wider to compute in; its correctly rounded value is then -inf.
+        half = const(0.5, x, xp=xp)
+        big = const(float(xp.finfo(x.dtype).max) * 0.5, x, xp=xp)
+        over = (x * half - m_safe * half) < -big
+        x = xp.where(over, m_safe, x)
     d = x - m_safe
+    if over is not None:
+        d = xp.where(over, -inf, d)
     # +inf entries share the mass: they become exp(0) = 1, the rest 0.
     d = xp.where(m == inf, xp.where(x == inf, zero, -inf), d)
     d = xp.where(xp.isnan(m), const(float("nan"), x, xp=xp), d)
@@ -436,11 +446,11 @@ def log_softmax(
     >>> import numpy as np
     >>> import logitkit as lk
     >>> lk.log_softmax(np.asarray([3.0, 4.0, 0.0], dtype=np.float32))
-    array([-1.3265626 , -0.32656264, -4.326563  ], dtype=float32)
+    array([-1.3265626 , -0.32656264, -4.3265624 ], dtype=float32)
     >>> lk.log_softmax([0.0, 200.0])  # log(softmax(x)) would give -inf
     array([-200.,    0.])
-    >>> float(lk.log_softmax([0.0, 29.933606208922594])[1])  # exact: -1e-13
-    -1.0000000000000494e-13
+    >>> float(lk.log_softmax([0.0, 29.933606208922594])[1])  # x - logsumexp(x) gives -9.9476e-14
+    -9.999999999999498e-14
     """
     p = _prepare(x, axis, where, temperature, allow_none=False, xp=xp)
     xp = p.xp
