@@ -318,7 +318,35 @@ def two_sum(a: Array, b: Array, /) -> tuple[Array, Array]:
 
     Only meaningful for finite inputs; callers mask non-finite results.
     """
-    s = a + b
-    bb = s - a
+    s = no_simplify(a + b)
+    bb = no_simplify(s - a)
     e = (a - (s - bb)) + (b - bb)
     return s, e
+
+
+def no_simplify(x: Array, /) -> Array:
+    """`x` unchanged, hidden from algebraic rewriting by a compiler.
+
+    XLA rewrites ``(a + b) - a`` to ``b``, which is false in floating point and
+    destroys every error-free transformation. An optimisation barrier keeps
+    the operations as written under ``jax.jit``; other libraries evaluate
+    operations as written already.
+    """
+    if is_jax_array(x):
+        from jax import lax
+
+        return lax.optimization_barrier(x)  # type: ignore[no-untyped-call]
+    return x
+
+
+def add_rounded(hi: Array, lo: Array, b: Array, /, *, xp: ArrayNamespace) -> Array:
+    """``fl(hi + lo + b)`` for a double-double ``hi + lo`` plus a float `b`.
+
+    One TwoSum of the large parts, the small parts added to its error, one
+    final rounding. Where `hi` or `b` is infinite or NaN, ``hi + b``.
+    """
+    finite = xp.isfinite(hi) & xp.isfinite(b)
+    zero = const(0.0, hi, xp=xp)
+    hf, bf = xp.where(finite, hi, zero), xp.where(finite, b, zero)
+    t, err = two_sum(hf, bf)
+    return xp.where(finite, t + (err + xp.where(finite, lo, zero)), hi + b)

@@ -13,7 +13,9 @@ from __future__ import annotations
 
 from typing import Any, NamedTuple
 
+from ._dd import add_dd, div_dd, exp_dd, log1p_dd
 from ._helpers import (
+    add_rounded,
     as_array,
     as_floating,
     check_out,
@@ -43,7 +45,8 @@ def _work(x: Any, xp: ArrayNamespace | None, name: str = "x") -> _Work:
     wd = work_dtype(out_dtype, xp=xp)
     if wd != out_dtype:
         x = xp.astype(x, wd)
-    return _Work(x, out_dtype, wd == out_dtype, xp)
+    # float64 results are computed in double-double (``_dd``)
+    return _Work(x, out_dtype, wd == out_dtype and out_dtype == xp.float64, xp)
 
 
 def _done(y: Array, w: _Work, out: Any) -> Array:
@@ -100,15 +103,16 @@ def sigmoid(x: Any, /, *, out: Any = None, xp: ArrayNamespace | None = None) -> 
     w = _work(x, xp)
     xp, x = w.xp, w.x
     one = const(1.0, x, xp=xp)
-    e = xp.exp(-xp.abs(x))
-    if w.refine:
-        h, lo = two_sum(one, e)
-        r = one / h
-        r = r - r * (lo / h)  # 1 / (h + lo), the rounding of 1 + e carried
-        pos, neg = r, e * r
+    if w.refine:  # float64: 1 / (1 + e) and e / (1 + e) in double-double
+        zero = const(0.0, x, xp=xp)
+        e, e_lo = exp_dd(-xp.abs(x), xp.zeros_like(x), xp=xp)
+        den, den_lo = add_dd(one, zero, e, e_lo, xp=xp)
+        pos, _ = div_dd(xp.ones_like(x), xp.zeros_like(x), den, den_lo, xp=xp)
+        neg, _ = div_dd(e, e_lo, den, den_lo, xp=xp)
     else:
-        r = one / (one + e)
-        pos, neg = r, e * r
+        e = xp.exp(-xp.abs(x))
+        pos = one / (one + e)
+        neg = e * pos
     return _done(xp.where(x >= 0, pos, neg), w, out)
 
 
@@ -151,12 +155,16 @@ def softplus(x: Any, /, *, out: Any = None, xp: ArrayNamespace | None = None) ->
     array([1.92874985e-22, 6.93147181e-01, 1.00000000e+03])
     """
     w = _work(x, xp)
-    return _done(_softplus(w.x, xp=w.xp), w, out)
+    return _done(_softplus(w.x, refine=w.refine, xp=w.xp), w, out)
 
 
-def _softplus(x: Array, /, *, xp: ArrayNamespace) -> Array:
+def _softplus(x: Array, /, *, refine: bool, xp: ArrayNamespace) -> Array:
     zero = const(0.0, x, xp=xp)
-    return xp.maximum(x, zero) + xp.log1p(xp.exp(-xp.abs(x)))
+    if not refine:
+        return xp.maximum(x, zero) + xp.log1p(xp.exp(-xp.abs(x)))
+    e, e_lo = exp_dd(-xp.abs(x), xp.zeros_like(x), xp=xp)
+    lp, lp_lo = log1p_dd(e, e_lo, xp=xp)
+    return add_rounded(lp, lp_lo, xp.maximum(x, zero), xp=xp)
 
 
 def log_sigmoid(
@@ -199,7 +207,7 @@ def log_sigmoid(
     array([-8.00000000e+02, -4.24835426e-18])
     """
     w = _work(x, xp)
-    return _done(-_softplus(-w.x, xp=w.xp), w, out)
+    return _done(-_softplus(-w.x, refine=w.refine, xp=w.xp), w, out)
 
 
 def logit(p: Any, /, *, xp: ArrayNamespace | None = None) -> Array:
@@ -250,18 +258,49 @@ def logit(p: Any, /, *, xp: ArrayNamespace | None = None) -> Array:
     xp, p = w.xp, w.x
     zero = const(0.0, p, xp=xp)
     one = const(1.0, p, xp=xp)
-    quarter = const(0.25, p, xp=xp)
     two = const(2.0, p, xp=xp)
-    mid = (p >= quarter) & (p < one)
-    low = (p > zero) & (p < quarter)
-    p_mid = xp.where(mid, p, one / two)
-    p_low = xp.where(low, p, quarter / two)
-    y = xp.where(
-        mid,
-        two * xp.atanh(two * p_mid - one),
-        xp.log(p_low) - xp.log1p(-p_low),
-    )
+    half = const(0.5, p, xp=xp)
+    if w.refine:
+        y = _logit_dd(p, xp=xp)
+    else:
+        quarter = const(0.25, p, xp=xp)
+        mid = (p >= quarter) & (p < one)
+        low = (p > zero) & (p < quarter)
+        p_mid = xp.where(mid, p, half)
+        p_low = xp.where(low, p, quarter * half)
+        y = xp.where(
+            mid,
+            two * xp.atanh(two * p_mid - one),
+            xp.log(p_low) - xp.log1p(-p_low),
+        )
     y = xp.where(p == zero, const(-float("inf"), p, xp=xp), y)
     y = xp.where(p == one, const(float("inf"), p, xp=xp), y)
     y = xp.where((p < zero) | (p > one) | xp.isnan(p), const(float("nan"), p, xp=xp), y)
     return _done(y, w, None)
+
+
+def _logit_dd(p: Array, /, *, xp: ArrayNamespace) -> Array:
+    r"""float64 logit through ``log1p`` of an exact-enough ratio.
+
+    For ``p >= 1/2``, ``logit(p) = log1p((2p - 1) / (1 - p))`` with both terms
+    exact; below, ``logit(p) = -log1p((1 - 2p) / p)`` with ``1 - 2p`` as a
+    TwoSum pair. For ``p < 2**-60`` the ratio is huge and ``logit(p)`` is
+    ``log(p)`` to well below an ulp.
+    """
+    zero = const(0.0, p, xp=xp)
+    one = const(1.0, p, xp=xp)
+    two = const(2.0, p, xp=xp)
+    tiny = const(2.0**-60, p, xp=xp)
+    upper = (p >= const(0.5, p, xp=xp)) & (p < one)
+    lower = (p >= tiny) & (p < const(0.5, p, xp=xp))
+    pu = xp.where(upper, p, const(0.75, p, xp=xp))
+    r, r_lo = div_dd(
+        two * pu - one, xp.zeros_like(p), one - pu, xp.zeros_like(p), xp=xp
+    )
+    up, _ = log1p_dd(r, r_lo, xp=xp)
+    pl = xp.where(lower, p, const(0.25, p, xp=xp))
+    n, n_lo = two_sum(one, -(two * pl))
+    r, r_lo = div_dd(n, n_lo, pl, xp.zeros_like(p), xp=xp)
+    down, _ = log1p_dd(r, r_lo, xp=xp)
+    tiny_p = xp.log(xp.where((p > zero) & (p < tiny), p, one))
+    return xp.where(upper, up, xp.where(lower, -down, tiny_p))

@@ -24,7 +24,9 @@ from typing import Any, NamedTuple
 
 from array_api_compat import device
 
+from ._dd import add_dd, div_dd, exp_dd, log1p_dd, sum_dd
 from ._helpers import (
+    add_rounded,
     as_array,
     as_floating,
     as_mask,
@@ -49,7 +51,7 @@ class _Prepared(NamedTuple):
     axes: tuple[int, ...]
     moved_shape: tuple[int, ...]
     out_dtype: DType
-    refine: bool  # no wider type to compute in: carry rounding errors
+    refine: bool  # float64 result: compute in double-double (``_dd``)
     scalar: bool  # 0-d input, computed as one row of one entry
     xp: ArrayNamespace
 
@@ -82,20 +84,33 @@ def _prepare(
     if where is not None:
         x = xp.where(as_mask(where, x, xp=xp), x, const(-float("inf"), x, xp=xp))
     x, moved_shape = flatten_axes(x, axes, xp=xp)
-    return _Prepared(x, axes, moved_shape, out_dtype, wd == out_dtype, scalar, xp)
+    refine = wd == out_dtype and out_dtype == xp.float64
+    return _Prepared(x, axes, moved_shape, out_dtype, refine, scalar, xp)
 
 
 class _RowStats(NamedTuple):
     onehot: Array  # the (first) maximum of each row
     m: Array  # row maximum, shape (..., 1); gradients flow to x_k
     d: Array  # x - m (rounded); 0 or -inf in rows whose maximum is +inf
-    dl: Array | None  # rounding error of d (only when refining)
-    e: Array  # exp(d + dl)
+    dl: Array | None  # rounding error of d (double-double only)
+    e: Array  # exp(d + dl), its high part
+    e_lo: Array | None  # ... and its low part (double-double only)
     s: Array  # sum of e over j != k, shape (..., 1)
+    s_lo: Array | None  # its low part (double-double only)
+
+    def log1p_s(self, xp: ArrayNamespace) -> tuple[Array, Array | None]:
+        """``log1p(S)``, as a double-double when the statistics are."""
+        if self.s_lo is None:
+            return xp.log1p(self.s), None
+        return log1p_dd(self.s, self.s_lo, xp=xp)
 
 
 def _row_stats(x: Array, /, *, refine: bool, xp: ArrayNamespace) -> _RowStats:
-    """Shared statistics of each row of `x` along its last (non-empty) axis."""
+    """Shared statistics of each row of `x` along its last (non-empty) axis.
+
+    With `refine` (float64 results) ``x - m``, ``exp`` and the sum are carried
+    as double-doubles, so that every result is rounded once, at the end.
+    """
     n = x.shape[-1]
     zero = const(0.0, x, xp=xp)
     inf = const(float("inf"), x, xp=xp)
@@ -119,14 +134,15 @@ def _row_stats(x: Array, /, *, refine: bool, xp: ArrayNamespace) -> _RowStats:
     # +inf entries share the mass: they become exp(0) = 1, the rest 0.
     d = xp.where(m == inf, xp.where(x == inf, zero, -inf), d)
     d = xp.where(xp.isnan(m), const(float("nan"), x, xp=xp), d)
-    e = xp.exp(d)
-    dl = None
-    if refine:
-        _, err = two_sum(xp.where(xp.isfinite(x), x, zero), -m_safe)
-        dl = xp.where(xp.isfinite(d), err, zero)
-        e = e + e * dl
-    s = xp.sum(xp.where(onehot, zero, e), axis=-1, keepdims=True)
-    return _RowStats(onehot, m, d, dl, e, s)
+    if not refine:
+        e = xp.exp(d)
+        s = xp.sum(xp.where(onehot, zero, e), axis=-1, keepdims=True)
+        return _RowStats(onehot, m, d, None, e, None, s, None)
+    _, err = two_sum(xp.where(xp.isfinite(x), x, zero), -m_safe)
+    dl = xp.where(xp.isfinite(d), err, zero)
+    e, e_lo = exp_dd(d, dl, xp=xp)
+    s, s_lo = sum_dd(xp.where(onehot, zero, e), lo=xp.where(onehot, zero, e_lo), xp=xp)
+    return _RowStats(onehot, m, d, dl, e, e_lo, s, s_lo)
 
 
 def _finish(
@@ -234,7 +250,8 @@ def logsumexp(
             sign = xp.zeros_like(lse)
         else:
             st = _row_stats(p.x, refine=p.refine, xp=xp)
-            lse = st.m + xp.log1p(st.s)
+            big, small = st.log1p_s(xp)
+            lse = st.m + big if small is None else add_rounded(big, small, st.m, xp=xp)
             sign = xp.where(lse == -xp.inf, xp.zeros_like(lse), xp.ones_like(lse))
             sign = xp.where(xp.isnan(lse), lse, sign)
     else:
@@ -372,12 +389,10 @@ def softmax(
     else:
         st = _row_stats(p.x, refine=p.refine, xp=xp)
         one = const(1.0, p.x, xp=xp)
-        if p.refine:
-            assert st.dl is not None
-            sh, sl = two_sum(one, st.s)
-            q = st.e / sh
-            # e / (sh + sl) with the rounding of 1 + S carried (e already holds dl).
-            y = q - q * (sl / sh)
+        if st.e_lo is not None and st.s_lo is not None:
+            zero = const(0.0, p.x, xp=xp)
+            den_hi, den_lo = add_dd(one, zero, st.s, st.s_lo, xp=xp)
+            y, _ = div_dd(st.e, st.e_lo, den_hi, den_lo, xp=xp)
         else:
             y = st.e / (one + st.s)
     y = _finish(y, p)
@@ -458,8 +473,10 @@ def log_softmax(
         y = p.x
     else:
         st = _row_stats(p.x, refine=p.refine, xp=xp)
-        y = st.d - xp.log1p(st.s)
-        if st.dl is not None:
-            y = y + st.dl
+        big, small = st.log1p_s(xp)
+        if small is None or st.dl is None:
+            y = st.d - big
+        else:  # (d + dl) - (big + small), rounded once
+            y = add_rounded(-big, st.dl - small, st.d, xp=xp)
     y = _finish(y, p)
     return y if out is None else check_out(out, y, xp=xp)
