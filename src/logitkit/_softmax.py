@@ -62,7 +62,6 @@ def _prepare(
     where: Any,
     temperature: float,
     *,
-    allow_none: bool,
     xp: ArrayNamespace | None,
 ) -> _Prepared:
     x = as_array(x, name="x")
@@ -74,7 +73,7 @@ def _prepare(
         x = xp.reshape(x, (1,))
         axes: tuple[int, ...] = (0,)
     else:
-        axes = normalize_axis(axis, x.ndim, allow_none=allow_none)
+        axes = normalize_axis(axis, x.ndim, allow_none=True)
     wd = work_dtype(out_dtype, xp=xp)
     if wd != out_dtype:
         x = xp.astype(x, wd)
@@ -133,7 +132,9 @@ def _row_stats(x: Array, /, *, refine: bool, xp: ArrayNamespace) -> _RowStats:
         d = xp.where(over, -inf, d)
     # +inf entries share the mass: they become exp(0) = 1, the rest 0.
     d = xp.where(m == inf, xp.where(x == inf, zero, -inf), d)
-    d = xp.where(xp.isnan(m), const(float("nan"), x, xp=xp), d)
+    # NaN anywhere makes the row NaN (argmax's NaN handling is unspecified).
+    row_nan = xp.any(xp.isnan(x), axis=-1, keepdims=True)
+    d = xp.where(row_nan, const(float("nan"), x, xp=xp), d)
     if not refine:
         e = xp.exp(d)
         s = xp.sum(xp.where(onehot, zero, e), axis=-1, keepdims=True)
@@ -238,7 +239,7 @@ def logsumexp(
     (2.48988012564475, -1.0)
     """
     if b is None:
-        p = _prepare(x, axis, where, 1.0, allow_none=True, xp=xp)
+        p = _prepare(x, axis, where, 1.0, xp=xp)
         xp = p.xp
         if p.x.shape[-1] == 0:
             lse = xp.full(
@@ -285,7 +286,7 @@ def _weighted_logsumexp(
         )
         raise ValueError(msg) from exc
     x = xp.where(b != 0, x, const(-float("inf"), x, xp=xp))
-    p = _prepare(x, axis, where, 1.0, allow_none=True, xp=xp)
+    p = _prepare(x, axis, where, 1.0, xp=xp)
     bw = b if p.x.dtype == b.dtype else xp.astype(b, p.x.dtype)
     bw, _ = flatten_axes(bw, p.axes, xp=xp) if b.ndim else (xp.reshape(bw, (1,)), None)
     xw = p.x
@@ -331,8 +332,9 @@ def softmax(
     ----------
     x : array_like
         Logits. Integer input is promoted to the default float dtype.
-    axis : int or tuple of ints, optional
-        Axis (or axes, normalised jointly) of the classes. Default: ``-1``.
+    axis : int or tuple of ints or None, optional
+        Axis (or axes, normalised jointly) of the classes; ``None`` means all
+        axes (``scipy.special.softmax``'s default). Default: ``-1``.
     where : array_like of bool, optional
         Entries to include, broadcastable to `x`; masked entries get 0.
     temperature : float, optional
@@ -382,7 +384,7 @@ def softmax(
     >>> lk.softmax([[-np.inf, -np.inf]])  # no valid entry: zeros, not NaN
     array([[0., 0.]])
     """
-    p = _prepare(x, axis, where, temperature, allow_none=False, xp=xp)
+    p = _prepare(x, axis, where, temperature, xp=xp)
     xp = p.xp
     if p.x.shape[-1] == 0:
         y = p.x
@@ -418,8 +420,9 @@ def log_softmax(
     ----------
     x : array_like
         Logits. Integer input is promoted to the default float dtype.
-    axis : int or tuple of ints, optional
-        Axis (or axes, normalised jointly) of the classes. Default: ``-1``.
+    axis : int or tuple of ints or None, optional
+        Axis (or axes, normalised jointly) of the classes; ``None`` means all
+        axes (``scipy.special.softmax``'s default). Default: ``-1``.
     where : array_like of bool, optional
         Entries to include, broadcastable to `x`; masked entries get ``-inf``.
     temperature : float, optional
@@ -467,7 +470,7 @@ def log_softmax(
     >>> float(lk.log_softmax([0.0, 29.933606208922594])[1])  # x - logsumexp(x) gives -9.9476e-14
     -9.999999999999498e-14
     """
-    p = _prepare(x, axis, where, temperature, allow_none=False, xp=xp)
+    p = _prepare(x, axis, where, temperature, xp=xp)
     xp = p.xp
     if p.x.shape[-1] == 0:
         y = p.x
