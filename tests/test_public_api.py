@@ -16,6 +16,10 @@ PUBLIC = {
     "softmax",
     "log_softmax",
     "one_hot",
+    "softmax_cross_entropy",
+    "sparse_softmax_cross_entropy",
+    "softmax_entropy",
+    "kl_divergence",
     "__version__",
 }
 

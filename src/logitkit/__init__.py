@@ -1,5 +1,7 @@
 """logitkit: logits to probabilities and losses, exactly, on any array library."""
 
+from ._cross_entropy import softmax_cross_entropy, sparse_softmax_cross_entropy
+from ._divergence import kl_divergence, softmax_entropy
 from ._one_hot import one_hot
 from ._sigmoid import log_sigmoid, logit, sigmoid, softplus
 from ._softmax import log_softmax, logsumexp, softmax
@@ -8,6 +10,7 @@ __version__ = "0.1.0.dev0"
 
 __all__ = [
     "__version__",
+    "kl_divergence",
     "log_sigmoid",
     "log_softmax",
     "logit",
@@ -15,5 +18,8 @@ __all__ = [
     "one_hot",
     "sigmoid",
     "softmax",
+    "softmax_cross_entropy",
+    "softmax_entropy",
     "softplus",
+    "sparse_softmax_cross_entropy",
 ]
