@@ -194,9 +194,7 @@ def _grad_to_input(
     return round_to(g, dtype, xp=xp)
 
 
-def _mean_scale(
-    reduction: str, count: Array, /, *, xp: ArrayNamespace
-) -> Array | None:
+def _mean_scale(reduction: str, count: Array, /, *, xp: ArrayNamespace) -> Array | None:
     """The factor of the per-example gradients under `reduction`."""
     if reduction != "mean":
         return None

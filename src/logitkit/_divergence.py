@@ -56,7 +56,9 @@ def _log_probs(x: Array, /, *, refine: bool, xp: ArrayNamespace) -> _LogProbs:
             st.e / (one + st.s), None, st.d - big, None, big, None, st.d, st.m
         )
     assert st.s_lo is not None
-    den_hi, den_lo = add_dd(xp.ones_like(st.s), xp.zeros_like(st.s), st.s, st.s_lo, xp=xp)
+    den_hi, den_lo = add_dd(
+        xp.ones_like(st.s), xp.zeros_like(st.s), st.s, st.s_lo, xp=xp
+    )
     p, p_lo = div_dd(st.e, st.e_lo, den_hi, den_lo, xp=xp)
     fin = xp.isfinite(st.d)
     shape = st.d.shape
@@ -73,7 +75,7 @@ def _log_probs(x: Array, /, *, refine: bool, xp: ArrayNamespace) -> _LogProbs:
 
 
 def _prepare(
-    x: Any, axis: int, name: str, xp: ArrayNamespace | None
+    x: Any, name: str, xp: ArrayNamespace | None
 ) -> tuple[Array, ArrayNamespace]:
     x = as_array(x, name=name)
     xp = namespace(x, xp=xp)
@@ -96,7 +98,7 @@ def _finish(
 def _entropy(
     logits: Any, axis: int, want_grad: bool, xp: ArrayNamespace | None
 ) -> tuple[Array, Array | None]:
-    x, xp = _prepare(logits, axis, "logits", xp)
+    x, xp = _prepare(logits, "logits", xp)
     in_dtype = x.dtype
     if x.ndim == 0:
         msg = "`logits` must have at least one dimension (the classes); got a scalar."
