@@ -21,6 +21,8 @@ PUBLIC = {
     "softmax_entropy",
     "kl_divergence",
     "__version__",
+    "grad",
+    "vjp",
 }
 
 

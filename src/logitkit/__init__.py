@@ -1,5 +1,6 @@
 """logitkit: logits to probabilities and losses, exactly, on any array library."""
 
+from . import grad, vjp
 from ._cross_entropy import softmax_cross_entropy, sparse_softmax_cross_entropy
 from ._divergence import kl_divergence, softmax_entropy
 from ._one_hot import one_hot
@@ -10,6 +11,7 @@ __version__ = "0.1.0.dev0"
 
 __all__ = [
     "__version__",
+    "grad",
     "kl_divergence",
     "log_sigmoid",
     "log_softmax",
@@ -22,4 +24,5 @@ __all__ = [
     "softmax_entropy",
     "softplus",
     "sparse_softmax_cross_entropy",
+    "vjp",
 ]
