@@ -263,7 +263,7 @@ def _dense(
         loss, lo = rows.loss, rows.loss_lo
     loss = xp.reshape(loss, batch)
     lo = None if lo is None else xp.reshape(lo, batch)
-    count = const(float(loss.size if loss.size is not None else 0), loss, xp=xp)
+    count = const(float(math.prod(batch)), loss, xp=xp)
     value = reduce(loss, reduction, out_dtype=out_dtype, lo=lo, count=count, xp=xp)
     if not want_grad:
         return value, None
@@ -406,7 +406,7 @@ def _sparse_setup(
     kept = None
     if ignore_index is not None:
         kept = lab != xp.asarray(int(ignore_index), dtype=lab.dtype, device=device(x))
-    if is_eager(lab):
+    if is_eager(lab) and is_eager(x) and (kept is None or is_eager(kept)):
         if kept is None:
             check_labels(lab, n_classes, name="labels", xp=xp)
         else:
@@ -426,7 +426,7 @@ def _sparse_setup(
     zero_i = xp.zeros_like(lab)
     safe = lab if kept is None else xp.where(kept, lab, zero_i)
     bad = None
-    if not is_eager(lab):
+    if not (is_eager(lab) and is_eager(x)):
         bad = (safe < 0) | (safe >= n_classes)
         safe = xp.where(bad, zero_i, safe)
     classes = xp.arange(n_classes, device=device(x), dtype=lab.dtype)

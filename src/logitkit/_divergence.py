@@ -16,7 +16,7 @@ from __future__ import annotations
 
 from typing import Any, NamedTuple
 
-from ._dd import add_dd, div_dd, mul_dd, sum_dd
+from ._dd import add_dd, div_dd, log1p_dd, mul_dd, sum_dd
 from ._helpers import (
     as_array,
     as_floating,
@@ -44,6 +44,9 @@ class _LogProbs(NamedTuple):
     big_lo: Array | None
     d: Array  # x - max
     m: Array
+    dl: Array | None  # rounding error of d (double-double only)
+    s: Array  # sum of exp(d) without the maximum
+    s_lo: Array | None
 
 
 def _log_probs(x: Array, /, *, refine: bool, xp: ArrayNamespace) -> _LogProbs:
@@ -53,7 +56,17 @@ def _log_probs(x: Array, /, *, refine: bool, xp: ArrayNamespace) -> _LogProbs:
     zero = const(0.0, x, xp=xp)
     if not refine or small is None or st.dl is None or st.e_lo is None:
         return _LogProbs(
-            st.e / (one + st.s), None, st.d - big, None, big, None, st.d, st.m
+            st.e / (one + st.s),
+            None,
+            st.d - big,
+            None,
+            big,
+            None,
+            st.d,
+            st.m,
+            None,
+            st.s,
+            None,
         )
     assert st.s_lo is not None
     den_hi, den_lo = add_dd(
@@ -71,7 +84,7 @@ def _log_probs(x: Array, /, *, refine: bool, xp: ArrayNamespace) -> _LogProbs:
     )
     lp = xp.where(fin, lp, st.d - big)
     lp_lo = xp.where(fin, lp_lo, zero)
-    return _LogProbs(p, p_lo, lp, lp_lo, big, small, st.d, st.m)
+    return _LogProbs(p, p_lo, lp, lp_lo, big, small, st.d, st.m, st.dl, st.s, st.s_lo)
 
 
 def _prepare(
@@ -232,31 +245,11 @@ def _kl(
     lq = _log_probs(b, refine=refine, xp=xp)
     zero = const(0.0, a, xp=xp)
     pos = lp.p > zero
-    fin = pos & xp.isfinite(lq.lp)
     if lp.lp_lo is None or lq.lp_lo is None or lp.p_lo is None:
         diff = xp.where(pos, lp.lp, zero) - xp.where(pos, lq.lp, zero)
         kl = xp.sum(lp.p * diff, axis=-1, keepdims=True)
     else:
-        d_hi, d_lo = add_dd(
-            xp.where(fin, lp.lp, zero),
-            xp.where(fin, lp.lp_lo, zero),
-            -xp.where(fin, lq.lp, zero),
-            -xp.where(fin, lq.lp_lo, zero),
-            xp=xp,
-        )
-        ok = fin & (xp.abs(d_hi) < _DD_SAFE)
-        t_hi, t_lo = mul_dd(
-            lp.p,
-            lp.p_lo,
-            xp.where(ok, d_hi, zero),
-            xp.where(ok, d_lo, zero),
-            xp=xp,
-        )
-        diff = xp.where(pos, lp.lp, zero) - xp.where(pos, lq.lp, zero)
-        t_hi = xp.where(ok, t_hi, lp.p * diff)
-        t_lo = xp.where(ok, t_lo, zero)
-        s_hi, s_lo = sum_dd(t_hi, lo=t_lo, xp=xp)
-        kl = s_hi + s_lo
+        kl = _kl_dd(lp, lq, xp=xp)
     nan = const(float("nan"), a, xp=xp)
     # Rows where p has no valid class are undefined.
     kl = xp.where(lp.m == -xp.inf, nan, kl)
@@ -267,6 +260,99 @@ def _kl(
     g = xp.where(pos, lp.p * (diff - kl), zero)
     g = unflatten_axes(g, (ax,), moved, xp=xp)
     return value, round_to(g, in_dtype, xp=xp)
+
+
+def _phi_terms(
+    u_hi: Array, u_lo: Array, lp: _LogProbs, lq: _LogProbs, /, *, xp: ArrayNamespace
+) -> tuple[Array, Array]:
+    r"""``q_j phi(u_j)``, ``phi(u) = e^u (u - 1) + 1 >= 0``, in double-double.
+
+    ``u = log p_j - log q_j``. Small ``|u|``: the series ``u^2/2 + u^3/3 +
+    u^4/8 + ...`` (no cancellation); otherwise ``q + p (u - 1)``.
+    """
+    assert lp.p_lo is not None
+    assert lq.p_lo is not None
+    zero = xp.zeros_like(u_hi)
+    small = xp.abs(u_hi) < 2.0**-10
+    us = xp.where(small, u_hi, zero)
+    us_lo = xp.where(small, u_lo, zero)
+    sq_hi, sq_lo = mul_dd(us, us_lo, us, us_lo, xp=xp)
+    poly = 1.0 / 840.0 + us * (1.0 / 5760.0)
+    for c in (1.0 / 144.0, 1.0 / 30.0, 1.0 / 8.0, 1.0 / 3.0):
+        poly = c + us * poly
+    phi_hi, phi_lo = add_dd(
+        sq_hi * 0.5, sq_lo * 0.5, (us * us) * us * poly, zero, xp=xp
+    )
+    t_small = mul_dd(lq.p, lq.p_lo, phi_hi, phi_lo, xp=xp)
+    ub = xp.where(small, zero + 2.0, u_hi)
+    ub_lo = xp.where(small, zero, u_lo)
+    um_hi, um_lo = add_dd(ub, ub_lo, -(zero + 1.0), zero, xp=xp)
+    pu_hi, pu_lo = mul_dd(lp.p, lp.p_lo, um_hi, um_lo, xp=xp)
+    t_large = add_dd(lq.p, lq.p_lo, pu_hi, pu_lo, xp=xp)
+    return (
+        xp.where(small, t_small[0], t_large[0]),
+        xp.where(small, t_small[1], t_large[1]),
+    )
+
+
+def _kl_dd(lp: _LogProbs, lq: _LogProbs, /, *, xp: ArrayNamespace) -> Array:
+    r"""``KL = sum_j q_j phi(u_j)``: a sum of non-negative double-doubles.
+
+    ``u_j = (d^p_j - d^q_j) - (L_p - L_q)`` with ``L_p - L_q =
+    log1p((S_p - S_q) / (1 + S_q))``: both differences are taken exactly
+    enough that nearby distributions keep every digit of their divergence.
+    """
+    assert lp.dl is not None
+    assert lq.dl is not None
+    assert lp.s_lo is not None
+    assert lq.s_lo is not None
+    assert lq.p_lo is not None
+    zero = xp.zeros_like(lp.d)
+    fin = xp.isfinite(lp.d) & xp.isfinite(lq.d)
+    dd_hi, dd_lo = add_dd(
+        xp.where(fin, lp.d, zero),
+        xp.where(fin, lp.dl, zero),
+        -xp.where(fin, lq.d, zero),
+        -xp.where(fin, lq.dl, zero),
+        xp=xp,
+    )
+    rz = xp.zeros_like(lp.s)
+    row_ok = xp.isfinite(lp.s) & xp.isfinite(lq.s)
+    sp, sp_lo = xp.where(row_ok, lp.s, rz), xp.where(row_ok, lp.s_lo, rz)
+    sq, sq_lo = xp.where(row_ok, lq.s, rz), xp.where(row_ok, lq.s_lo, rz)
+    n_hi, n_lo = add_dd(sp, sp_lo, -sq, -sq_lo, xp=xp)
+    up = n_hi >= 0.0
+    a_hi, a_lo = xp.where(up, n_hi, -n_hi), xp.where(up, n_lo, -n_lo)
+    b_hi, b_lo = add_dd(
+        rz + 1.0, rz, xp.where(up, sq, sp), xp.where(up, sq_lo, sp_lo), xp=xp
+    )
+    r_hi, r_lo = div_dd(a_hi, a_lo, b_hi, b_lo, xp=xp)
+    g_hi, g_lo = log1p_dd(r_hi, r_lo, xp=xp)
+    dl_hi, dl_lo = xp.where(up, g_hi, -g_hi), xp.where(up, g_lo, -g_lo)
+    shape = lp.d.shape
+    u_hi, u_lo = add_dd(
+        dd_hi,
+        dd_lo,
+        -xp.broadcast_to(dl_hi, shape),
+        -xp.broadcast_to(dl_lo, shape),
+        xp=xp,
+    )
+    u_hi = xp.where(fin, u_hi, zero)
+    u_lo = xp.where(fin, u_lo, zero)
+    t_hi, t_lo = _phi_terms(u_hi, u_lo, lp, lq, xp=xp)
+    pos = lp.p > zero
+    q_pos = lq.p > zero
+    # p_j = 0: q_j phi(-inf) = q_j; p_j > 0 = q_j: +inf.
+    t_hi = xp.where(
+        fin, t_hi, xp.where(pos, xp.where(q_pos, t_hi, zero + xp.inf), lq.p)
+    )
+    t_lo = xp.where(fin, t_lo, xp.where(pos, zero, lq.p_lo))
+    s_hi, s_lo = sum_dd(t_hi, lo=xp.where(xp.isfinite(t_hi), t_lo, zero), xp=xp)
+    kl = s_hi + s_lo
+    # Rows with NaN (or +inf logits) fall back to the plain formula.
+    diff = xp.where(pos, lp.lp, zero) - xp.where(pos, lq.lp, zero)
+    plain = xp.sum(lp.p * diff, axis=-1, keepdims=True)
+    return xp.where(row_ok & (lp.m < xp.inf) & (lq.m < xp.inf), kl, plain)
 
 
 def kl_divergence(

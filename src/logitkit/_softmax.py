@@ -130,6 +130,9 @@ def _row_stats(x: Array, /, *, refine: bool, xp: ArrayNamespace) -> _RowStats:
     d = x - m_safe
     if over is not None:
         d = xp.where(over, -inf, d)
+    # d_k = 0 as a constant: autograd then never forms x_k - m = 0 out of
+    # 1 - 1 while the tiny dL/dm (= -S/(1 + S)) is added to the -1 and lost.
+    d = xp.where(onehot & xp.isfinite(m), zero, d)
     # +inf entries share the mass: they become exp(0) = 1, the rest 0.
     d = xp.where(m == inf, xp.where(x == inf, zero, -inf), d)
     # NaN anywhere makes the row NaN (argmax's NaN handling is unspecified).
