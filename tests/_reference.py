@@ -128,6 +128,66 @@ def ulp_error(actual: object, exact: object, dtype: object = None) -> np.ndarray
     return out.reshape(a.shape)
 
 
+# ---------------------------------------------------------------- losses
+
+
+def sigmoid_cross_entropy(
+    x: float, y: float, pos_weight: float = 1.0, smoothing: float = 0.0
+) -> mpmath.mpf:
+    """Exact (1 - y') softplus(x) + w y' softplus(-x), y' = y (1 - e) + e / 2."""
+    e = mpf(float(smoothing))
+    ys = mpf(float(y)) * (1 - e) + e / 2
+    return (1 - ys) * softplus(x) + mpf(float(pos_weight)) * ys * softplus(-float(x))
+
+
+def sigmoid_focal_loss(
+    x: float, y: float, alpha: float | None = 0.25, gamma: float = 2.0
+) -> mpmath.mpf:
+    """Exact torchvision focal loss; ``1 - p_t = (1 - y) sigmoid(x) + y sigmoid(-x)``."""
+    yv = mpf(float(y))
+    ce = sigmoid_cross_entropy(x, y)
+    m = (1 - yv) * sigmoid(x) + yv * sigmoid(-float(x))
+    g = mpf(float(gamma))
+    loss = ce * (m**g if g != 0 else mpf(1))
+    if alpha is not None:
+        a = mpf(float(alpha))
+        loss = (a * yv + (1 - a) * (1 - yv)) * loss
+    return loss
+
+
+def _clipped_log(p: mpmath.mpf, eps: mpmath.mpf) -> mpmath.mpf:
+    p = max(p, eps)
+    return mpmath.log(p) if p > 0 else NEG_INF
+
+
+def categorical_cross_entropy(
+    p: Sequence[float], y: Sequence[float], eps: float, smoothing: float = 0.0
+) -> mpmath.mpf:
+    """Exact -sum y' log(clip(p, eps, 1)), y' = y (1 - e) + e / K."""
+    e = mpf(float(smoothing))
+    k = len(p)
+    total = mpf(0)
+    for pv, yv in zip(p, y, strict=True):
+        ys = mpf(float(yv)) * (1 - e) + e / k
+        if ys != 0:
+            total -= ys * _clipped_log(min(mpf(float(pv)), mpf(1)), mpf(float(eps)))
+    return total
+
+
+def binary_cross_entropy(p: float, y: float, eps: float) -> mpmath.mpf:
+    """Exact -(y log max(p, eps) + (1 - y) log max(1 - p, eps)), 0 log 0 = 0."""
+    pv, yv, ev = mpf(float(p)), mpf(float(y)), mpf(float(eps))
+    total = mpf(0)
+    if yv != 0:
+        total -= yv * _clipped_log(pv, ev)
+    if yv != 1:
+        # log1p(-p): 1 - p at 50 digits would lose a p below 1e-50
+        q = 1 - pv
+        log_q = mpmath.log(ev) if q < ev else mpmath.log1p(-pv) if q > 0 else NEG_INF
+        total -= (1 - yv) * log_q
+    return total
+
+
 if __name__ == "__main__":  # pragma: no cover - prints the pasted values
     print("LOG_SOFTMAX_1D", [float(v) for v in log_softmax([0.0, 1.0, 2.0, 3.0])])
     print("SOFTMAX_031", [float(v) for v in softmax([0.0, 3.0, 1.0])])

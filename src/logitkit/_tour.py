@@ -729,9 +729,11 @@ def _cross_entropy(out: Out, seed: int) -> None:  # noqa: ARG001
         "x[label]. With logitkit, on the note's 3x5 x and labels [2, 1, 3]:"
     )
     out.line("(a) -sum(y * np.log(lk.softmax(x)), axis=-1)")
-    out.line("(b) -sum(y * lk.log_softmax(x), axis=-1)")
+    out.line(
+        "(b) lk.softmax_cross_entropy(x, y)  # = sparse_softmax_cross_entropy(x, k)"
+    )
     a = -np.sum(y * np.log(lk.softmax(x)), axis=-1)
-    b = -np.sum(y * lk.log_softmax(x), axis=-1)
+    b = lk.softmax_cross_entropy(x, y)
     exact = [-exact_log_softmax(list(r))[k] for r, k in zip(x, labels, strict=True)]
     header = ["", *(f"row {i} (label {k})" for i, k in enumerate(labels))]
     rows: list[list[Cell]] = [
@@ -789,6 +791,10 @@ def _cross_entropy(out: Out, seed: int) -> None:  # noqa: ARG001
         ("naive log(sum(exp(x))) - x[1]", unshifted - z[1]),
         ("lk.logsumexp(x) - x[1]", lk.logsumexp(z) - z[1]),
         ("-lk.log_softmax(x)[1]", lk_loss),
+        (
+            "lk.sparse_softmax_cross_entropy(x, 1)",
+            lk.sparse_softmax_cross_entropy(z, 1),
+        ),
     ]
     rows = [
         ["exact", _exact(ex(ex_loss)), ""],
