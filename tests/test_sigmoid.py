@@ -155,3 +155,29 @@ def test_out(fn: str) -> None:
 def test_complex_is_rejected() -> None:
     with pytest.raises(TypeError, match="`p` must be a real"):
         lk.logit(np.asarray([0.5j]))
+
+
+@pytest.mark.parametrize("lib", ["torch", "jax"])
+def test_autograd_derivatives_including_zero(lib: str) -> None:
+    """abs'(0) differs between libraries; the derivatives at 0 must not."""
+    x_np = np.asarray([0.0, -0.0, 1.5, -3.0, 40.0, -40.0])
+    s = 1.0 / (1.0 + np.exp(-x_np))
+    expected = {
+        "sigmoid": s * (1.0 / (1.0 + np.exp(x_np))),
+        "softplus": s,
+        "log_sigmoid": 1.0 / (1.0 + np.exp(x_np)),
+    }
+    for name, want in expected.items():
+        f = getattr(lk, name)
+        if lib == "torch":
+            torch = pytest.importorskip("torch")
+            x = torch.tensor(x_np, requires_grad=True)
+            f(x).sum().backward()
+            got = x.grad.numpy()
+        else:
+            jax = pytest.importorskip("jax")
+            jax.config.update("jax_enable_x64", True)
+            got = np.asarray(
+                jax.grad(lambda v, f=f: f(v).sum())(jax.numpy.asarray(x_np))
+            )
+        np.testing.assert_allclose(got, want, rtol=1e-14, err_msg=name)

@@ -54,6 +54,15 @@ def _done(y: Array, w: _Work, out: Any) -> Array:
     return y if out is None else check_out(out, y, xp=w.xp)
 
 
+def _neg_abs(x: Array, /, *, xp: ArrayNamespace) -> Array:
+    """``-|x|`` with the derivative -1 at 0 (``abs`` has 0 in torch, 1 in JAX).
+
+    With it the autograd derivatives of sigmoid (1/4) and softplus (1/2) at
+    0 are right on every library; NaN stays NaN.
+    """
+    return xp.where(x >= const(0.0, x, xp=xp), -x, x)
+
+
 def sigmoid(x: Any, /, *, out: Any = None, xp: ArrayNamespace | None = None) -> Array:
     r"""The logistic function ``1 / (1 + exp(-x))``, accurate on the whole line.
 
@@ -105,12 +114,12 @@ def sigmoid(x: Any, /, *, out: Any = None, xp: ArrayNamespace | None = None) -> 
     one = const(1.0, x, xp=xp)
     if w.refine:  # float64: 1 / (1 + e) and e / (1 + e) in double-double
         zero = const(0.0, x, xp=xp)
-        e, e_lo = exp_dd(-xp.abs(x), xp.zeros_like(x), xp=xp)
+        e, e_lo = exp_dd(_neg_abs(x, xp=xp), xp.zeros_like(x), xp=xp)
         den, den_lo = add_dd(one, zero, e, e_lo, xp=xp)
         pos, _ = div_dd(xp.ones_like(x), xp.zeros_like(x), den, den_lo, xp=xp)
         neg, _ = div_dd(e, e_lo, den, den_lo, xp=xp)
     else:
-        e = xp.exp(-xp.abs(x))
+        e = xp.exp(_neg_abs(x, xp=xp))
         pos = one / (one + e)
         neg = e * pos
     return _done(xp.where(x >= 0, pos, neg), w, out)
@@ -161,10 +170,10 @@ def softplus(x: Any, /, *, out: Any = None, xp: ArrayNamespace | None = None) ->
 def _softplus(x: Array, /, *, refine: bool, xp: ArrayNamespace) -> Array:
     zero = const(0.0, x, xp=xp)
     if not refine:
-        return xp.maximum(x, zero) + xp.log1p(xp.exp(-xp.abs(x)))
-    e, e_lo = exp_dd(-xp.abs(x), xp.zeros_like(x), xp=xp)
+        return xp.where(x >= zero, x, zero) + xp.log1p(xp.exp(_neg_abs(x, xp=xp)))
+    e, e_lo = exp_dd(_neg_abs(x, xp=xp), xp.zeros_like(x), xp=xp)
     lp, lp_lo = log1p_dd(e, e_lo, xp=xp)
-    return add_rounded(lp, lp_lo, xp.maximum(x, zero), xp=xp)
+    return add_rounded(lp, lp_lo, xp.where(x >= zero, x, zero), xp=xp)
 
 
 def log_sigmoid(
