@@ -188,6 +188,58 @@ def binary_cross_entropy(p: float, y: float, eps: float) -> mpmath.mpf:
     return total
 
 
+# ------------------------------------------------------- softmax losses
+
+
+def sparse_cross_entropy(x: Sequence[float], label: int) -> mpmath.mpf:
+    """Exact ``-log softmax(x)[label] = log1p(S) - (x_label - m)``.
+
+    ``inf`` where the label's logit is -inf (or the row is all -inf).
+    """
+    ms = _max_and_rest(x)
+    v = mpf(float(x[label]))
+    if ms is None or v == NEG_INF:
+        return mpmath.inf
+    m, s = ms
+    return mpmath.log1p(s) - (v - m)
+
+
+def entropy(x: Sequence[float]) -> mpmath.mpf:
+    """Exact Shannon entropy of softmax(x) (0 for an all -inf row).
+
+    ``H = log1p(S) + sum_j e^(d_j) (-d_j) / (1 + S)`` with ``d = x - max``:
+    two sums of non-negative terms, no cancellation for a peaked row.
+    """
+    ms = _max_and_rest(x)
+    if ms is None:
+        return mpf(0)
+    m, s = ms
+    t = mpmath.fsum(mpmath.exp(v - m) * (m - v) for v in _row(x) if v != NEG_INF)
+    return mpmath.log1p(s) + t / (1 + s)
+
+
+def kl(xp: Sequence[float], xq: Sequence[float]) -> mpmath.mpf:
+    """Exact KL(softmax(xp) || softmax(xq)), as a sum of non-negative terms.
+
+    With ``a = log p``, ``b = log q`` and ``t = b - a``:
+    ``KL = sum_{p_j > 0} p_j (expm1(t_j) - t_j) + sum_{p_j = 0} q_j``
+    (the same value as ``sum p (a - b)``, as ``sum q = 1``), ``inf`` where
+    ``q_j = 0 < p_j``.
+    """
+    a, b = log_softmax(xp), log_softmax(xq)
+    terms = []
+    for av, bv in zip(a, b, strict=True):
+        if av == NEG_INF:
+            if bv != NEG_INF:
+                terms.append(mpmath.exp(bv))
+            continue
+        if bv == NEG_INF:
+            return mpmath.inf
+        t = bv - av
+        terms.append(mpmath.exp(av) * (mpmath.expm1(t) - t))
+    return mpmath.fsum(terms)
+
+
 if __name__ == "__main__":  # pragma: no cover - prints the pasted values
     print("LOG_SOFTMAX_1D", [float(v) for v in log_softmax([0.0, 1.0, 2.0, 3.0])])
     print("SOFTMAX_031", [float(v) for v in softmax([0.0, 3.0, 1.0])])

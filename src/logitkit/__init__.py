@@ -4,13 +4,17 @@ from . import grad, vjp
 from ._cross_entropy import softmax_cross_entropy, sparse_softmax_cross_entropy
 from ._divergence import kl_divergence, softmax_entropy
 from ._one_hot import one_hot
+from ._prob_losses import binary_cross_entropy, categorical_cross_entropy
 from ._sigmoid import log_sigmoid, logit, sigmoid, softplus
+from ._sigmoid_losses import sigmoid_cross_entropy, sigmoid_focal_loss
 from ._softmax import log_softmax, logsumexp, softmax
 
 __version__ = "0.1.0.dev0"
 
 __all__ = [
     "__version__",
+    "binary_cross_entropy",
+    "categorical_cross_entropy",
     "grad",
     "kl_divergence",
     "log_sigmoid",
@@ -19,6 +23,8 @@ __all__ = [
     "logsumexp",
     "one_hot",
     "sigmoid",
+    "sigmoid_cross_entropy",
+    "sigmoid_focal_loss",
     "softmax",
     "softmax_cross_entropy",
     "softmax_entropy",

@@ -408,7 +408,7 @@ def kl_divergence(
     >>> float(lk.kl_divergence([0.0, 1.0], [0.0, 1.0]))
     0.0
     >>> float(lk.kl_divergence([0.0, 1.0], [0.0, 1.0 + 1e-6]))  # ~ var(p) * 1e-12 / 2
-    9.830595146160716e-14
+    9.830595146160691e-14
     """
     value, _ = _kl(logits_p, logits_q, axis, False, xp)
     return value

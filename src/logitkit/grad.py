@@ -25,10 +25,18 @@ from typing import Any
 
 from ._cross_entropy import _dense, _sparse
 from ._divergence import _entropy, _kl
+from ._prob_losses import _grad_binary_cross_entropy as binary_cross_entropy
+from ._prob_losses import _grad_categorical_cross_entropy as categorical_cross_entropy
+from ._sigmoid_losses import _grad_sigmoid_cross_entropy as sigmoid_cross_entropy
+from ._sigmoid_losses import _grad_sigmoid_focal_loss as sigmoid_focal_loss
 from ._typing import Array, ArrayNamespace
 
 __all__ = [
+    "binary_cross_entropy",
+    "categorical_cross_entropy",
     "kl_divergence",
+    "sigmoid_cross_entropy",
+    "sigmoid_focal_loss",
     "softmax_cross_entropy",
     "softmax_entropy",
     "sparse_softmax_cross_entropy",
