@@ -702,3 +702,19 @@ def test_logsumexp_reference_is_consistent() -> None:
     """The references agree with each other (a guard on the test itself)."""
     row = (1.0, 2.0, 3.0)
     assert abs(ref_sparse(row, 0) - (ref_logsumexp(row) - 1)) < mpmath.mpf(10) ** -40
+
+
+@pytest.mark.parametrize(
+    "row",
+    [
+        [6755.939316930017, 7493.2815553678365],  # subnormal entropy
+        [0.0, 745.0],
+        [68.87528494081556, 0.09131859365908906],  # tiny: x - m is inexact
+        [0.0, 738.0, -1e5, 737.0, 5.0],
+    ],
+)
+def test_entropy_tiny_and_subnormal(row: list[float]) -> None:
+    ls = ref_log_softmax(row)
+    exact = -mpmath.fsum(mpmath.exp(v) * v for v in ls if v != mpmath.ninf)
+    h = lk.softmax_entropy(np.asarray(row))
+    assert ulp_error(np.asarray([h]), [exact]).max() <= 1.0

@@ -16,7 +16,7 @@ from __future__ import annotations
 
 from typing import Any, NamedTuple
 
-from ._dd import add_dd, div_dd, log1p_dd, mul_dd, sum_dd
+from ._dd import add_dd, div_dd, exp_scaled_dd, ldexp_dd, log1p_dd, mul_dd, sum_dd
 from ._helpers import (
     as_array,
     as_floating,
@@ -87,6 +87,35 @@ def _log_probs(x: Array, /, *, refine: bool, xp: ArrayNamespace) -> _LogProbs:
     return _LogProbs(p, p_lo, lp, lp_lo, big, small, st.d, st.m, st.dl, st.s, st.s_lo)
 
 
+def _tiny_entropy(lp: _LogProbs, /, *, xp: ArrayNamespace) -> Array:
+    r"""The entropy of rows with ``S < 2**-900``, right down to subnormals.
+
+    There ``L = log1p(S) = S`` and ``1 + S = 1`` to far below an ulp, so
+    ``H = sum_{j != k} e^{d_j} (1 - d_j)``; the exponentials are taken as
+    mantissas and exponents (:func:`exp_scaled_dd`), summed relative to the
+    row's largest, and scaled back once, so a subnormal entropy is rounded
+    once instead of being assembled from subnormal probabilities.
+    """
+    assert lp.dl is not None
+    zero = xp.zeros_like(lp.d)
+    live = (lp.d < zero) & xp.isfinite(lp.d)  # j != k with e^{d_j} > 0
+    d = xp.where(live, lp.d, zero)
+    dl = xp.where(live, lp.dl, zero)
+    m_hi, m_lo, q = exp_scaled_dd(d, dl, xp=xp)
+    m_hi = xp.where(live, m_hi, zero)
+    m_lo = xp.where(live, m_lo, zero)
+    big_q = xp.max(xp.where(m_hi > zero, q, zero - 2000.0), axis=-1, keepdims=True)
+    shift = xp.where(m_hi > zero, q - big_q, zero)
+    shift = xp.where(shift < -1000.0, zero - 1000.0, shift)
+    sm_hi, sm_lo = ldexp_dd(m_hi, m_lo, shift, xp=xp)
+    one_hi, one_lo = add_dd(zero + 1.0, zero, -d, -dl, xp=xp)
+    t_hi, t_lo = mul_dd(sm_hi, sm_lo, one_hi, one_lo, xp=xp)
+    s_hi, s_lo = sum_dd(t_hi, lo=t_lo, xp=xp)
+    big_q = xp.where(big_q < -1080.0, zero[..., :1], big_q)
+    h_hi, _ = ldexp_dd(s_hi, s_lo, big_q, xp=xp)
+    return h_hi
+
+
 def _prepare(
     x: Any, name: str, xp: ArrayNamespace | None
 ) -> tuple[Array, ArrayNamespace]:
@@ -132,9 +161,11 @@ def _entropy(
     if lp.p_lo is None or lp.big_lo is None:
         h = lp.big - xp.sum(lp.p * d, axis=-1, keepdims=True)
     else:
+        assert lp.dl is not None
         ok = xp.abs(d) < _DD_SAFE
         d_ok = xp.where(ok, d, zero)
-        t_hi, t_lo = mul_dd(lp.p, lp.p_lo, -d_ok, xp.zeros_like(d), xp=xp)
+        dl_ok = xp.where(ok & pos, lp.dl, zero)
+        t_hi, t_lo = mul_dd(lp.p, lp.p_lo, -d_ok, -dl_ok, xp=xp)
         t_hi = xp.where(ok, t_hi, -(lp.p * d))
         t_lo = xp.where(ok & pos, t_lo, zero)
         s_hi, s_lo = sum_dd(t_hi, lo=t_lo, xp=xp)
@@ -147,6 +178,9 @@ def _entropy(
             xp=xp,
         )
         h = xp.where(fin, h_hi + h_lo, lp.big + s_hi)
+        assert lp.s_lo is not None
+        tiny = (lp.s < 2.0**-900) & (lp.s > zero)
+        h = xp.where(tiny, _tiny_entropy(lp, xp=xp), h)
     # A row with no valid entry is a point mass nowhere: entropy 0.
     h = xp.where(lp.m == -xp.inf, zero, h)
     value = _finish(h, batch, out, xp=xp)
