@@ -961,6 +961,12 @@ def render(
             "maximum reported is rechecked with `_reference.ulp_error`."
         ),
         "",
+        (
+            "The losses (cross entropies, entropy, KL divergence) are measured the "
+            "same way, beside the same peers, by `benchmarks/accuracy_losses.py`: "
+            "see [accuracy-losses.md](accuracy-losses.md)."
+        ),
+        "",
         "## Machine",
         "",
     ]
