@@ -25,6 +25,7 @@ PUBLIC = {
     "categorical_cross_entropy",
     "binary_cross_entropy",
     "__version__",
+    "compat",
     "grad",
     "vjp",
 }

@@ -1,6 +1,6 @@
 """logitkit: logits to probabilities and losses, exactly, on any array library."""
 
-from . import grad, vjp
+from . import compat, grad, vjp
 from ._cross_entropy import softmax_cross_entropy, sparse_softmax_cross_entropy
 from ._divergence import kl_divergence, softmax_entropy
 from ._one_hot import one_hot
@@ -15,6 +15,7 @@ __all__ = [
     "__version__",
     "binary_cross_entropy",
     "categorical_cross_entropy",
+    "compat",
     "grad",
     "kl_divergence",
     "log_sigmoid",
