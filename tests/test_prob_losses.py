@@ -28,9 +28,9 @@ def _slow(xp: Any) -> bool:
 
 
 def _logic_only_on_eager(xp: Any) -> None:
-    """Option logic runs on numpy, array_api_strict and torch (same code)."""
-    if _slow(xp):
-        pytest.skip("option logic is tested on numpy, array_api_strict and torch")
+    """Option logic runs on numpy, array_api_strict, torch and JAX (same code)."""
+    if is_dask_namespace(xp):
+        pytest.skip("option logic is tested on numpy, array_api_strict, torch and jax")
 
 
 def _smallest_normal(dtype: str) -> float:

@@ -73,8 +73,8 @@ def _logic_only_on_eager(xp: Any) -> None:
     by op, each op compiled per shape) and Dask (a large graph) make it slow.
     They run the accuracy, reduction and gradient tests.
     """
-    if is_jax_namespace(xp) or is_dask_namespace(xp):
-        pytest.skip("option logic is tested on numpy, array_api_strict and torch")
+    if is_dask_namespace(xp):
+        pytest.skip("option logic is tested on numpy, array_api_strict, torch and jax")
 
 
 def _slow(xp: Any) -> bool:
