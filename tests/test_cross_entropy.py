@@ -718,3 +718,79 @@ def test_entropy_tiny_and_subnormal(row: list[float]) -> None:
     exact = -mpmath.fsum(mpmath.exp(v) * v for v in ls if v != mpmath.ninf)
     h = lk.softmax_entropy(np.asarray(row))
     assert ulp_error(np.asarray([h]), [exact]).max() <= 1.0
+
+
+class TestOptaxAxisAndWhere:
+    """`axis` tuples and `where` masks mean what they mean in optax."""
+
+    @pytest.fixture(autouse=True)
+    def _x64(self) -> None:
+        jax = pytest.importorskip("jax")
+        jax.config.update("jax_enable_x64", True)
+
+    def test_dense_where(self, xp: Any) -> None:
+        optax = pytest.importorskip("optax")
+        rng = np.random.default_rng(21)
+        x = rng.standard_normal((4, 5)) * 3
+        y = rng.dirichlet(np.ones(5), size=4)  # mass on excluded classes too
+        w = rng.random((4, 5)) > 0.3
+        w[2] = False  # a row with no valid class
+        got = to_numpy(
+            lk.softmax_cross_entropy(xp.asarray(x), xp.asarray(y), where=xp.asarray(w))
+        )
+        expected = np.asarray(optax.softmax_cross_entropy(x, y, where=w))
+        np.testing.assert_allclose(got, expected, rtol=1e-13)
+        assert got[2] == 0.0
+        # a mask of whole examples (the batch shape)
+        rows = np.asarray([True, False, True, True])
+        got = lk.softmax_cross_entropy(x, y, where=rows)
+        np.testing.assert_allclose(
+            got, optax.softmax_cross_entropy(x, y, where=rows), rtol=1e-13
+        )
+
+    def test_axis_tuple(self, xp: Any) -> None:
+        optax = pytest.importorskip("optax")
+        rng = np.random.default_rng(22)
+        x = rng.standard_normal((2, 3, 4, 5))
+        labels = rng.integers(0, 12, (2, 5))
+        got = to_numpy(
+            lk.sparse_softmax_cross_entropy(
+                xp.asarray(x), xp.asarray(labels), axis=(1, 2)
+            )
+        )
+        expected = optax.softmax_cross_entropy_with_integer_labels(
+            x, labels, axis=(1, 2)
+        )
+        np.testing.assert_allclose(got, expected, rtol=1e-13)
+        y = np.moveaxis(np.eye(12)[labels].reshape(2, 5, 3, 4), 1, -1)
+        got = to_numpy(
+            lk.softmax_cross_entropy(xp.asarray(x), xp.asarray(y), axis=(1, 2))
+        )
+        np.testing.assert_allclose(
+            got, optax.softmax_cross_entropy(x, y, axis=(1, 2)), rtol=1e-13
+        )
+        _, g = lk.grad.sparse_softmax_cross_entropy(x, labels, axis=(1, 2))
+        assert g.shape == x.shape
+
+    def test_sparse_where(self, xp: Any) -> None:
+        optax = pytest.importorskip("optax")
+        x = np.asarray([[1.0, 2.0, 3.0], [4.0, 5.0, 6.0], [0.0, 1.0, 2.0]])
+        w = np.asarray([[True, False, True], [True, True, True], [False] * 3])
+        labels = np.asarray([2, 0, 1])
+        loss, g = lk.grad.sparse_softmax_cross_entropy(
+            xp.asarray(x), xp.asarray(labels), where=xp.asarray(w)
+        )
+        expected = optax.softmax_cross_entropy_with_integer_labels(x, labels, where=w)
+        np.testing.assert_allclose(to_numpy(loss), expected, rtol=1e-13)
+        g = to_numpy(g)
+        assert g[0, 1] == 0.0
+        np.testing.assert_array_equal(g[2], 0.0)  # no valid class: ignored
+        # a label on an excluded class: its probability is 0
+        inf_loss = lk.sparse_softmax_cross_entropy(x[:1], np.asarray([1]), where=w[:1])
+        assert float(inf_loss[0]) == np.inf
+        # the mask applies after the softcap: excluded logits stay excluded
+        capped = lk.sparse_softmax_cross_entropy(x, labels, where=w, softcap=2.0)
+        xc = 2.0 * np.tanh(x / 2.0)
+        np.testing.assert_allclose(
+            capped, lk.sparse_softmax_cross_entropy(xc, labels, where=w), rtol=1e-15
+        )

@@ -35,13 +35,13 @@ from ._helpers import (
     flatten_axes,
     is_eager,
     namespace,
+    normalize_axis,
     round_to,
     unflatten_axes,
     work_dtype,
 )
 from ._one_hot import check_labels
 from ._reduction import (
-    axis_index,
     check_label_smoothing,
     check_nonnegative,
     check_reduction,
@@ -50,7 +50,7 @@ from ._reduction import (
     reduce,
 )
 from ._softmax import _row_stats, _RowStats
-from ._typing import Array, ArrayNamespace, DType
+from ._typing import Array, ArrayNamespace, Axis, DType
 
 __all__ = ["softmax_cross_entropy", "sparse_softmax_cross_entropy"]
 
@@ -203,13 +203,32 @@ def _mean_scale(reduction: str, count: Array, /, *, xp: ArrayNamespace) -> Array
     return xp.where(positive, 1.0 / xp.where(positive, count, zero + 1.0), zero)
 
 
+def _class_mask(
+    where: Any, x: Array, axes: tuple[int, ...], /, *, xp: ArrayNamespace
+) -> Array:
+    """`where` as a boolean mask of the shape of `x`.
+
+    A mask of the batch shape (the logits' shape without the class axes)
+    selects whole examples, as in optax: it is expanded along the class axes.
+    """
+    w = as_array(where, name="where")
+    if w.ndim == x.ndim - len(axes) and w.ndim < x.ndim:
+        for a in axes:
+            w = xp.expand_dims(xp.asarray(w, device=device(x)), axis=a)
+    return as_mask(w, x, xp=xp)
+
+
+def _batch_of(moved: tuple[int, ...], axes: tuple[int, ...], /) -> tuple[int, ...]:
+    return moved[: len(moved) - len(axes)]
+
+
 # --------------------------------------------------------------- dense labels
 
 
 def _dense(
     logits: Any,
     labels: Any,
-    axis: int,
+    axis: Axis,
     where: Any,
     label_smoothing: float,
     reduction: str,
@@ -230,18 +249,21 @@ def _dense(
     if x.ndim == 0:
         msg = "`logits` must have at least one dimension (the classes); got a scalar."
         raise ValueError(msg)
-    ax = axis_index(axis, x.ndim)
+    axes = normalize_axis(axis, x.ndim, allow_none=True)
     out_dtype, wd, refine = _out_dtypes(x, xp=xp)
     x = xp.astype(x, wd) if x.dtype != wd else x
     y = xp.astype(y, wd) if y.dtype != wd else y
     valid = None
     if where is not None:
-        valid = as_mask(where, x, xp=xp)
+        # Excluded classes take no part: not in the normaliser, not in the
+        # label sum (optax's and JAX's meaning of `where`).
+        valid = _class_mask(where, x, axes, xp=xp)
         x = xp.where(valid, x, const(-float("inf"), x, xp=xp))
-    x, moved = flatten_axes(x, (ax,), xp=xp)
-    y, _ = flatten_axes(y, (ax,), xp=xp)
+        y = xp.where(valid, y, const(0.0, y, xp=xp))
+    x, moved = flatten_axes(x, axes, xp=xp)
+    y, _ = flatten_axes(y, axes, xp=xp)
     if valid is not None:
-        valid, _ = flatten_axes(valid, (ax,), xp=xp)
+        valid, _ = flatten_axes(valid, axes, xp=xp)
     if eps > 0.0:
         # Smoothing spreads eps over the classes that take part (all, or the
         # included ones under `where`).
@@ -253,7 +275,7 @@ def _dense(
                 valid, eps / xp.where(n_valid > 0, n_valid, n_valid + 1), 0.0
             )
         y = y * const(1.0 - eps, y, xp=xp) + spread
-    batch = moved[:-1]
+    batch = _batch_of(moved, axes)
     if x.shape[-1] == 0:
         loss = xp.zeros((*batch, 1), dtype=x.dtype, device=device(x))
         rows = None
@@ -274,7 +296,7 @@ def _dense(
         if valid is not None:
             g = xp.where(valid, g, const(0.0, g, xp=xp))
     scale = _mean_scale(reduction, count, xp=xp)
-    return value, _grad_to_input(g, scale, (ax,), moved, in_dtype, xp=xp)
+    return value, _grad_to_input(g, scale, axes, moved, in_dtype, xp=xp)
 
 
 def softmax_cross_entropy(
@@ -282,7 +304,7 @@ def softmax_cross_entropy(
     labels: Any,
     /,
     *,
-    axis: int = -1,
+    axis: Axis = -1,
     where: Any = None,
     label_smoothing: float = 0.0,
     reduction: str = "none",
@@ -304,11 +326,13 @@ def softmax_cross_entropy(
     labels : array_like
         One-hot or soft labels (per-class probabilities) of the shape of
         `logits`.
-    axis : int, optional
-        The class axis. Default: ``-1``.
+    axis : int or tuple of ints or None, optional
+        The class axis, or axes taken jointly. Default: ``-1``.
     where : array_like of bool, optional
-        Classes that take part, broadcastable to `logits`; the others are
-        treated as ``-inf`` logits (action masking).
+        Classes that take part, broadcastable to `logits` (or of the shape
+        without `axis`, selecting whole examples). Excluded classes are left
+        out of the normaliser and of the label sum (optax's and JAX's
+        meaning of `where`): a row with none has loss 0.
     label_smoothing : float, optional
         ``eps`` in [0, 1]: the labels become ``(1 - eps) y + eps / K`` with
         ``K`` the number of classes (that take part, under `where`).
@@ -340,8 +364,9 @@ def softmax_cross_entropy(
     Notes
     -----
     A class with label 0 adds nothing, even where its logit is ``-inf``
-    (``0 log 0 = 0``); label mass on a ``-inf`` logit gives ``+inf``. A row
-    with no valid class and zero labels has loss 0 and zero gradient.
+    (``0 log 0 = 0``); label mass on a ``-inf`` logit gives ``+inf`` (but on
+    a class excluded by `where` it is left out). A row with no valid class
+    has loss 0 and zero gradient.
     Per-example losses of one-hot labels are within 0.51 ulp (float32) and
     1 ulp (float64) of the exact value; the mean and sum are taken in
     float64 (double-double for float64) and rounded once.
@@ -371,6 +396,7 @@ class _Sparse(NamedTuple):
     count: Array  # the denominator of "mean"
     bad: Array | None  # labels outside [0, K) (lazy backends): NaN loss
     batch: tuple[int, ...]
+    valid: Array | None  # the class mask (flattened), if any
 
 
 def _check_int_labels(labels: Array, /) -> None:
@@ -388,7 +414,8 @@ def _check_int_labels(labels: Array, /) -> None:
 def _sparse_setup(
     x: Array,
     labels: Any,
-    ax: int,
+    axes: tuple[int, ...],
+    where: Any,
     ignore_index: int | None,
     class_weights: Any,
     eps: float,
@@ -400,9 +427,10 @@ def _sparse_setup(
 ) -> tuple[_Sparse, tuple[int, ...], Array | None, Array | None]:
     lab = _labels_array(labels, x, xp=xp)
     _check_int_labels(lab)
-    n_classes = x.shape[ax]
-    expected = tuple(s for i, s in enumerate(x.shape) if i != ax)
+    n_classes = math.prod(x.shape[a] for a in axes)
+    expected = tuple(s for i, s in enumerate(x.shape) if i not in axes)
     check_shape(lab, expected, x, what="of the logits without axis")
+    valid = None if where is None else _class_mask(where, x, axes, xp=xp)
     kept = None
     if ignore_index is not None:
         kept = lab != xp.asarray(int(ignore_index), dtype=lab.dtype, device=device(x))
@@ -411,7 +439,7 @@ def _sparse_setup(
             check_labels(lab, n_classes, name="labels", xp=xp)
         else:
             _check_kept_positions(lab, kept, n_classes, xp=xp)
-    x, moved = flatten_axes(x, (ax,), xp=xp)
+    x, moved = flatten_axes(x, axes, xp=xp)
     softcap_t = None
     if softcap is not None:
         cap = check_nonnegative(softcap, name="softcap")
@@ -423,6 +451,12 @@ def _sparse_setup(
         x = c * softcap_t
     if temperature != 1.0:
         x = x / const(temperature, x, xp=xp)
+    if valid is not None:  # after the softcap: a masked logit stays -inf
+        valid, _ = flatten_axes(valid, axes, xp=xp)
+        x = xp.where(valid, x, const(-float("inf"), x, xp=xp))
+        # An example with no valid class counts as ignored (optax gives 0).
+        any_valid = xp.any(valid, axis=-1)
+        kept = any_valid if kept is None else kept & any_valid
     zero_i = xp.zeros_like(lab)
     safe = lab if kept is None else xp.where(kept, lab, zero_i)
     bad = None
@@ -461,9 +495,9 @@ def _sparse_setup(
     if z > 0.0:
         zc = const(z, x, xp=xp)
         zcoef = zc * (w_y if w_y is not None else xp.ones_like(x[..., :1]))
-    batch = moved[:-1]
+    batch = _batch_of(moved, axes)
     count = const(float(math.prod(batch)), x, xp=xp) if w_y is None else xp.sum(w_y)
-    return _Sparse(x, y, zcoef, count, bad, batch), moved, softcap_t, kept
+    return _Sparse(x, y, zcoef, count, bad, batch, valid), moved, softcap_t, kept
 
 
 def _check_kept_positions(
@@ -485,7 +519,8 @@ def _check_kept_positions(
 def _sparse(
     logits: Any,
     labels: Any,
-    axis: int,
+    axis: Axis,
+    where: Any,
     ignore_index: int | None,
     class_weights: Any,
     label_smoothing: float,
@@ -503,7 +538,7 @@ def _sparse(
     if x.ndim == 0:
         msg = "`logits` must have at least one dimension (the classes); got a scalar."
         raise ValueError(msg)
-    ax = axis_index(axis, x.ndim)
+    axes = normalize_axis(axis, x.ndim, allow_none=True)
     eps = check_label_smoothing(label_smoothing)
     z = check_nonnegative(z_loss, name="z_loss")
     t = check_temperature(temperature)
@@ -514,7 +549,7 @@ def _sparse(
     out_dtype, wd, refine = _out_dtypes(x, xp=xp)
     x = xp.astype(x, wd) if x.dtype != wd else x
     sp, moved, tanh_t, kept = _sparse_setup(
-        x, labels, ax, ignore_index, class_weights, eps, z, softcap, t, xp=xp
+        x, labels, axes, where, ignore_index, class_weights, eps, z, softcap, t, xp=xp
     )
     if sp.x.shape[-1] == 0:
         msg = "`logits` must have at least one class along `axis`; got 0."
@@ -534,6 +569,8 @@ def _sparse(
     g = _row_grad(rows, sp.y, sp.zcoef, xp=xp)
     if kept is not None:
         g = xp.where(kept[..., None], g, const(0.0, g, xp=xp))
+    if sp.valid is not None:
+        g = xp.where(sp.valid, g, const(0.0, g, xp=xp))
     if sp.bad is not None:
         g = xp.where(sp.bad[..., None], const(float("nan"), g, xp=xp), g)
     if t != 1.0:
@@ -542,7 +579,7 @@ def _sparse(
         one = const(1.0, g, xp=xp)
         g = g * ((one - tanh_t) * (one + tanh_t))
     scale = _mean_scale(reduction, sp.count, xp=xp)
-    return value, _grad_to_input(g, scale, (ax,), moved, in_dtype, xp=xp)
+    return value, _grad_to_input(g, scale, axes, moved, in_dtype, xp=xp)
 
 
 def sparse_softmax_cross_entropy(
@@ -550,7 +587,8 @@ def sparse_softmax_cross_entropy(
     labels: Any,
     /,
     *,
-    axis: int = -1,
+    axis: Axis = -1,
+    where: Any = None,
     ignore_index: int | None = None,
     class_weights: Any = None,
     label_smoothing: float = 0.0,
@@ -580,9 +618,15 @@ def sparse_softmax_cross_entropy(
         Unnormalised log-probabilities, classes along `axis`.
     labels : array_like of int
         Class ids in ``[0, K)``, of the shape of `logits` without `axis`.
-    axis : int, optional
-        The class axis. Default: ``-1`` (PyTorch's is 1: see
-        ``logitkit.compat.torch``).
+    axis : int or tuple of ints, optional
+        The class axis, or axes taken jointly as one class axis (labels then
+        index the flattened classes, as in optax). Default: ``-1``
+        (PyTorch's is 1: see ``logitkit.compat.torch``).
+    where : array_like of bool, optional
+        Classes that take part, broadcastable to `logits` (or of the labels'
+        shape, selecting whole examples): the others are ``-inf`` logits
+        after the softcap. An example with no valid class counts as ignored
+        (loss 0, as optax); a label on an excluded class gives ``+inf``.
     ignore_index : int, optional
         Examples with this label have loss 0 and no gradient and are left out
         of ``"mean"``. A batch with every example ignored has mean 0.
@@ -648,6 +692,7 @@ def sparse_softmax_cross_entropy(
         logits,
         labels,
         axis,
+        where,
         ignore_index,
         class_weights,
         label_smoothing,

@@ -29,7 +29,7 @@ from ._prob_losses import _grad_binary_cross_entropy as binary_cross_entropy
 from ._prob_losses import _grad_categorical_cross_entropy as categorical_cross_entropy
 from ._sigmoid_losses import _grad_sigmoid_cross_entropy as sigmoid_cross_entropy
 from ._sigmoid_losses import _grad_sigmoid_focal_loss as sigmoid_focal_loss
-from ._typing import Array, ArrayNamespace
+from ._typing import Array, ArrayNamespace, Axis
 
 __all__ = [
     "binary_cross_entropy",
@@ -48,7 +48,7 @@ def softmax_cross_entropy(
     labels: Any,
     /,
     *,
-    axis: int = -1,
+    axis: Axis = -1,
     where: Any = None,
     label_smoothing: float = 0.0,
     reduction: str = "none",
@@ -81,7 +81,8 @@ def sparse_softmax_cross_entropy(
     labels: Any,
     /,
     *,
-    axis: int = -1,
+    axis: Axis = -1,
+    where: Any = None,
     ignore_index: int | None = None,
     class_weights: Any = None,
     label_smoothing: float = 0.0,
@@ -118,6 +119,7 @@ def sparse_softmax_cross_entropy(
         logits,
         labels,
         axis,
+        where,
         ignore_index,
         class_weights,
         label_smoothing,
