@@ -794,3 +794,35 @@ class TestOptaxAxisAndWhere:
         np.testing.assert_allclose(
             capped, lk.sparse_softmax_cross_entropy(xc, labels, where=w), rtol=1e-15
         )
+
+
+@pytest.mark.parametrize("lib", ["torch", "jax"])
+def test_entropy_and_kl_autograd(lib: str) -> None:
+    """Torch and JAX differentiate through softmax_entropy and kl_divergence."""
+    rng = np.random.default_rng(23)
+    a = rng.standard_normal((3, 4)) * 3
+    b = rng.standard_normal((3, 4))
+    a[0, 1] = -np.inf  # a masked class: zero gradient, no NaN
+    b[0, 1] = -np.inf
+    _, gh = lk.grad.softmax_entropy(a)
+    _, gk = lk.grad.kl_divergence(a, b)
+    if lib == "torch":
+        torch = pytest.importorskip("torch")
+        got = []
+        for f in (
+            lambda v: lk.softmax_entropy(v).sum(),
+            lambda v: lk.kl_divergence(v, torch.tensor(b)).sum(),
+        ):
+            x = torch.tensor(a, requires_grad=True)
+            f(x).backward()
+            got.append(x.grad.numpy())
+    else:
+        jax = pytest.importorskip("jax")
+        jax.config.update("jax_enable_x64", True)
+        got = [
+            np.asarray(jax.grad(lambda v: lk.softmax_entropy(v).sum())(a)),
+            np.asarray(jax.grad(lambda v: lk.kl_divergence(v, b).sum())(a)),
+        ]
+    for g_auto, g in zip(got, (gh, gk), strict=True):
+        assert np.isfinite(g_auto).all()
+        np.testing.assert_allclose(g_auto, g, rtol=1e-10, atol=1e-14)

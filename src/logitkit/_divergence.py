@@ -18,6 +18,7 @@ from typing import Any, NamedTuple
 
 from ._dd import add_dd, div_dd, exp_scaled_dd, ldexp_dd, log1p_dd, mul_dd, sum_dd
 from ._helpers import (
+    adopt,
     as_array,
     as_floating,
     const,
@@ -250,6 +251,8 @@ def _kl(
     a = as_array(logits_p, name="logits_p")
     b = as_array(logits_q, name="logits_q")
     xp = namespace(a, b, xp=xp_)
+    a = adopt(a, b, xp=xp)
+    b = adopt(b, a, xp=xp)
     a = as_floating(a, name="logits_p", xp=xp)
     b = as_floating(b, name="logits_q", xp=xp)
     if tuple(a.shape) != tuple(b.shape):

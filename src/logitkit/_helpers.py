@@ -17,6 +17,7 @@ from array_api_compat import (
     is_jax_array,
     is_jax_namespace,
     is_lazy_array,
+    is_numpy_array,
     is_numpy_namespace,
 )
 
@@ -55,7 +56,23 @@ def namespace(
     """Return `xp` if given, else the common namespace of the non-None arrays."""
     if xp is not None:
         return xp
-    return array_namespace(*(a for a in arrays if a is not None))
+    present = [a for a in arrays if a is not None]
+    try:
+        return array_namespace(*present)
+    except TypeError:
+        # NumPy arrays beside arrays of one other library (a torch tensor and
+        # a NumPy constant) belong to that library; callers convert them.
+        others = [a for a in present if not is_numpy_array(a)]
+        if others and len(others) < len(present):
+            return array_namespace(*others)
+        raise
+
+
+def adopt(x: Array, like: Array, /, *, xp: ArrayNamespace) -> Array:
+    """`x` as an array of `xp` on the device of `like` (a no-op if it is one)."""
+    if array_namespace(x) is xp:
+        return x
+    return xp.asarray(x, device=device(like))
 
 
 def default_float(x: Array, /, *, xp: ArrayNamespace) -> DType:

@@ -26,6 +26,7 @@ from __future__ import annotations
 from typing import Any
 
 from ._helpers import (
+    adopt,
     as_array,
     as_floating,
     const,
@@ -47,6 +48,8 @@ def _inputs(
     x = as_array(x, name="x")
     g = as_array(g, name="g")
     xp = namespace(x, g, xp=xp)
+    x = adopt(x, g, xp=xp)
+    g = adopt(g, x, xp=xp)
     x = as_floating(x, name="x", xp=xp)
     g = as_floating(g, name="g", xp=xp)
     if same_shape and tuple(g.shape) != tuple(x.shape):
