@@ -1,11 +1,12 @@
-"""Measure the accuracy of logitkit's losses (and of SciPy, PyTorch, JAX, optax).
+"""Measure the accuracy of logitkit's losses (and of SciPy, PyTorch, JAX, optax, ...).
 
 The companion of ``benchmarks/accuracy.py``, with its machinery (ulp errors in
 double-double, rechecked with ``tests/_reference.py``): every loss is run on
 seeded adversarial inputs in float64, float32, float16 and bfloat16 and
 compared with 50-digit mpmath references. Low-precision inputs give logitkit a
 float32 loss, measured in float32 ulps; every peer is fed the same inputs in
-the same dtype and measured in the dtype it returns. The script writes
+the same dtype and measured in the dtype it returns (TensorFlow and Keras 3
+where importable). The script writes
 ``docs/accuracy-losses.md`` and ``benchmarks/results/accuracy_losses.json``::
 
     python benchmarks/accuracy_losses.py            # the full run (a few minutes)
@@ -49,11 +50,18 @@ try:  # TensorFlow is not a dependency: measured only where installed
 except ImportError:
     tf = None
 
+try:  # nor is Keras 3 (measured on its default backend where installed)
+    import keras
+    import ml_dtypes
+except ImportError:
+    keras = None
+    ml_dtypes = None
+
 ref = acc.ref
 mpf = mpmath.mpf
 ROOT = acc.ROOT
 DTYPES = acc.DTYPES
-IMPLS = ("logitkit", "scipy", "torch", "jax", "optax", "tensorflow")
+IMPLS = ("logitkit", "scipy", "torch", "jax", "optax", "tensorflow", "keras")
 PEERS = IMPLS[1:]
 #: Per-example targets, by the dtype the loss is measured in.
 TARGET = dict(acc.TARGET)
@@ -651,6 +659,7 @@ PEER_CALLS: dict[str, dict[str, str | None]] = {
         "jax": "-take(jax.nn.log_softmax(x), y)",
         "optax": "optax.softmax_cross_entropy_with_integer_labels",
         "tensorflow": "tf.nn.sparse_softmax_cross_entropy_with_logits",
+        "keras": "keras.losses.sparse_categorical_crossentropy(y, x, from_logits=True)",
     },
     "sparse_softmax_cross_entropy, mean": {
         "scipy": "np.mean of the scipy losses",
@@ -658,6 +667,7 @@ PEER_CALLS: dict[str, dict[str, str | None]] = {
         "jax": "jnp.mean of the jax losses",
         "optax": "jnp.mean of the optax losses",
         "tensorflow": "tf.reduce_mean of the tf losses",
+        "keras": "keras.ops.mean of the keras losses",
     },
     "sparse_softmax_cross_entropy, sum": {
         "scipy": "np.sum of the scipy losses",
@@ -665,6 +675,7 @@ PEER_CALLS: dict[str, dict[str, str | None]] = {
         "jax": "jnp.sum of the jax losses",
         "optax": "jnp.sum of the optax losses",
         "tensorflow": "tf.reduce_sum of the tf losses",
+        "keras": "keras.ops.sum of the keras losses",
     },
     "softmax_cross_entropy": {
         "scipy": "-(onehot * scipy.special.log_softmax(x)).sum(-1)",
@@ -672,6 +683,7 @@ PEER_CALLS: dict[str, dict[str, str | None]] = {
         "jax": "-(onehot * jax.nn.log_softmax(x)).sum(-1)",
         "optax": "optax.softmax_cross_entropy",
         "tensorflow": "tf.nn.softmax_cross_entropy_with_logits",
+        "keras": "keras.losses.categorical_crossentropy(onehot, x, from_logits=True)",
     },
     "softmax_entropy": {
         "scipy": "scipy.special.entr(scipy.special.softmax(x)).sum(-1)",
@@ -679,6 +691,7 @@ PEER_CALLS: dict[str, dict[str, str | None]] = {
         "jax": "-(jax.nn.softmax(x) * jax.nn.log_softmax(x)).sum(-1)",
         "optax": None,
         "tensorflow": None,
+        "keras": None,
     },
     "kl_divergence": {
         "scipy": "scipy.special.rel_entr(softmax(p), softmax(q)).sum(-1)",
@@ -686,6 +699,7 @@ PEER_CALLS: dict[str, dict[str, str | None]] = {
         "jax": "(softmax(p) * (log_softmax(p) - log_softmax(q))).sum(-1)",
         "optax": "optax.losses.kl_divergence_with_log_targets(log_softmax(q), log_softmax(p))",
         "tensorflow": None,
+        "keras": "keras.losses.kl_divergence(keras.ops.softmax(p), keras.ops.softmax(q))",
     },
     "sigmoid_cross_entropy": {
         "scipy": "-(y * log_expit(x) + (1 - y) * log_expit(-x))",
@@ -693,6 +707,7 @@ PEER_CALLS: dict[str, dict[str, str | None]] = {
         "jax": "-(y * jax.nn.log_sigmoid(x) + (1 - y) * jax.nn.log_sigmoid(-x))",
         "optax": "optax.sigmoid_binary_cross_entropy",
         "tensorflow": "tf.nn.sigmoid_cross_entropy_with_logits",
+        "keras": "keras.losses.binary_crossentropy(y[:, None], x[:, None], from_logits=True)",
     },
     "binary_cross_entropy": {
         "scipy": "-(xlogy(y, p) + xlog1py(1 - y, -p))",
@@ -700,6 +715,7 @@ PEER_CALLS: dict[str, dict[str, str | None]] = {
         "jax": "-(y * jnp.log(p) + (1 - y) * jnp.log1p(-p))",
         "optax": None,
         "tensorflow": None,
+        "keras": "keras.losses.binary_crossentropy(y[:, None], p[:, None])",
     },
     "categorical_cross_entropy": {
         "scipy": "-xlogy(onehot, p).sum(-1)",
@@ -707,6 +723,7 @@ PEER_CALLS: dict[str, dict[str, str | None]] = {
         "jax": "-(onehot * jnp.log(p)).sum(-1)",
         "optax": None,
         "tensorflow": None,
+        "keras": "keras.losses.categorical_crossentropy(onehot, p)",
     },
 }
 
@@ -717,10 +734,16 @@ def lib_of(impl: str, dtype: str) -> str | None:
         return "jax" if optax is not None else None
     if impl == "tensorflow":
         return "tf" if tf is not None else None
+    if impl == "keras":
+        return "keras" if keras is not None else None
     return acc.library_of(impl, dtype)
 
 
 def native(lib: str, x: np.ndarray, dtype: str) -> Any:
+    if lib == "keras":  # NumPy arrays in the dtype (bfloat16: ml_dtypes), as a user
+        if x.dtype.kind == "i":
+            return x.copy()
+        return x.astype(ml_dtypes.bfloat16 if dtype == "bfloat16" else dtype)
     if x.dtype.kind == "i":
         if lib == "torch":
             return torch.from_numpy(x.copy())
@@ -746,17 +769,65 @@ def tf_losses() -> dict[str, Callable[..., Any]]:  # pragma: no cover - no tf he
     sparse = tf.nn.sparse_softmax_cross_entropy_with_logits
     return {
         "sparse_softmax_cross_entropy": lambda x, y: sparse(labels=y, logits=x),
-        "sparse_softmax_cross_entropy, mean": lambda x, y: tf.reduce_mean(
-            sparse(labels=y, logits=x)
+        # 1-d: NumPy cannot take a 0-d bfloat16 TensorFlow tensor
+        "sparse_softmax_cross_entropy, mean": lambda x, y: tf.reshape(
+            tf.reduce_mean(sparse(labels=y, logits=x)), [-1]
         ),
-        "sparse_softmax_cross_entropy, sum": lambda x, y: tf.reduce_sum(
-            sparse(labels=y, logits=x)
+        "sparse_softmax_cross_entropy, sum": lambda x, y: tf.reshape(
+            tf.reduce_sum(sparse(labels=y, logits=x)), [-1]
         ),
         "softmax_cross_entropy": lambda x, y: tf.nn.softmax_cross_entropy_with_logits(
             labels=y, logits=x
         ),
         "sigmoid_cross_entropy": lambda x, y: tf.nn.sigmoid_cross_entropy_with_logits(
             labels=y, logits=x
+        ),
+    }
+
+
+def _flat(t: Any) -> Any:
+    """A Keras result as a 1-d tensor (values unchanged).
+
+    TensorFlow's ``__array__`` fails on a 0-d bfloat16 tensor (the "mean" and
+    "sum" rows): ``object __array__ method not producing an array``.
+    """
+    return keras.ops.reshape(t, (-1,))
+
+
+def keras_losses() -> dict[str, Callable[..., Any]]:  # pragma: no cover - no keras
+    """Keras 3's public losses, per loss; called as ``f(x_or_p, y)``."""
+    if keras is None:
+        return {}
+    kl = keras.losses
+
+    def sparse(x: Any, y: Any) -> Any:
+        return kl.sparse_categorical_crossentropy(y, x, from_logits=True)
+
+    def kl_div(p: Any, q: Any) -> Any:
+        sm = keras.ops.softmax
+        return kl.kl_divergence(sm(p, axis=-1), sm(q, axis=-1))
+
+    return {
+        "sparse_softmax_cross_entropy": lambda x, y: _flat(sparse(x, y)),
+        "sparse_softmax_cross_entropy, mean": lambda x, y: _flat(
+            keras.ops.mean(sparse(x, y))
+        ),
+        "sparse_softmax_cross_entropy, sum": lambda x, y: _flat(
+            keras.ops.sum(sparse(x, y))
+        ),
+        "softmax_cross_entropy": lambda x, oh: _flat(
+            kl.categorical_crossentropy(oh, x, from_logits=True)
+        ),
+        "kl_divergence": lambda p, q: _flat(kl_div(p, q)),
+        # binary_crossentropy averages over the last axis: give it one of size 1
+        "sigmoid_cross_entropy": lambda x, y: _flat(
+            kl.binary_crossentropy(y[:, None], x[:, None], from_logits=True)
+        ),
+        "binary_cross_entropy": lambda p, y: _flat(
+            kl.binary_crossentropy(y[:, None], p[:, None])
+        ),
+        "categorical_cross_entropy": lambda p, oh: _flat(
+            kl.categorical_crossentropy(oh, p)
         ),
     }
 
@@ -916,8 +987,8 @@ def _logit_thunk(
         if base == "softmax_cross_entropy":
             return lambda: lk.softmax_cross_entropy(x, oh)
         return lambda: lk.sparse_softmax_cross_entropy(x, y, reduction=red)
-    if impl == "tensorflow":  # pragma: no cover
-        f = tfl[loss]
+    if impl in ("tensorflow", "keras"):  # pragma: no cover
+        f = tfl[loss] if impl == "tensorflow" else keras_losses()[loss]
         return lambda: f(x, oh if base == "softmax_cross_entropy" else y)
     if base == "softmax_entropy":
         return {
@@ -1038,6 +1109,7 @@ def cce_calls(
     batches: Sequence[LogitBatch], dtype: str, loss_fn: Callable[..., Any] | None
 ) -> dict[str, list[Callable[[], Any]] | None]:
     out: dict[str, list[Callable[[], Any]] | None] = {}
+    kerl = keras_losses()
     for impl in IMPLS:
         lib = lib_of(impl, dtype)
         spec = PEER_CALLS["categorical_cross_entropy"].get(impl)
@@ -1061,6 +1133,9 @@ def cce_calls(
                         torch.log(p), y, reduction="none"
                     ),
                     "jax": lambda p=p, oh=oh: _jax_cce(p, oh),
+                    "keras": lambda p=p, oh=oh: kerl["categorical_cross_entropy"](
+                        p, oh
+                    ),
                 }[impl]
             )
         out[impl] = fns
@@ -1087,6 +1162,7 @@ def measure_kl(case: Case, dtype: str) -> Record:
         return out
 
     calls: dict[str, list[Callable[[], Any]] | None] = {}
+    kerl = keras_losses()
     for impl in IMPLS:
         lib = lib_of(impl, dtype)
         if lib is None or (
@@ -1106,6 +1182,7 @@ def measure_kl(case: Case, dtype: str) -> Record:
                     "torch": lambda p=p, q=q: _torch_kl(p, q),
                     "jax": lambda p=p, q=q: _jax_kl(p, q),
                     "optax": lambda p=p, q=q: _optax_kl(p, q),
+                    "keras": lambda p=p, q=q: kerl["kl_divergence"](p, q),
                 }[impl]
             )
         calls[impl] = fns
@@ -1125,6 +1202,9 @@ def _elem_thunk(
         return lambda: loss_fn(x, y)
     if impl == "tensorflow":  # pragma: no cover
         return lambda: tfl[loss](x, y)
+    if impl == "keras":  # pragma: no cover
+        f = keras_losses()[loss]
+        return lambda: f(x, y)
     if loss == "sigmoid_cross_entropy":
         return {
             "scipy": lambda: -(y * sps.log_expit(x) + (1 - y) * sps.log_expit(-x)),
@@ -1268,6 +1348,38 @@ def short(v: Any) -> str:
     return json.dumps(acc.jsonable(v)).replace("|", "\\|")
 
 
+def keras_notes() -> str:
+    """What Keras does differently (for "Why, mostly"); empty without Keras."""
+    if keras is None:
+        return ""
+    eps = keras.backend.epsilon()
+    out = (
+        f" Keras' losses from probabilities clip them to `[{eps:g}, 1 - {eps:g}]` "
+        "(`keras.backend.epsilon()`, a global setting; 1 - eps rounds to 1 in "
+        "float16/bfloat16): in `binary_crossentropy` a p below "
+        f"{eps:g} counts as {eps:g}, so the loss is at most `-log({eps:g})` ~ "
+        f"{-math.log(eps):.1f} (p small, label 1) and ~{eps:g} or 0 instead of ~p "
+        "(p small, label 0), and in float32/float64 a 1 - p below eps counts as "
+        "eps (p near 1); it also takes `log(1 - p)`, not `log1p(-p)`; "
+        "`categorical_crossentropy` first divides p by its row "
+        "sum (the rows of the 'confident' case are not normalised: p_label is "
+        "set near 1 in a softmax row) and then clips (p_label near 1 becomes "
+        "1 - eps: a loss of ~eps, or 0); `kl_divergence` clips both "
+        f"distributions to `[{eps:g}, 1]`, so a probability below {eps:g} (a "
+        f"masked action, p = 0 < q, a confident row) counts as {eps:g}, and "
+        "it sums `p log(p / q)`, which cancels for near-identical p, q. The "
+        "references are the exact, unclipped losses: these are real differences "
+        "of Keras, kept."
+    )
+    if keras.backend.backend() == "tensorflow":
+        out += (
+            " On the tensorflow backend `from_logits=True` calls the `tf.nn` "
+            "losses of the tensorflow column; `keras.ops.mean` (unlike "
+            "`tf.reduce_mean`) accumulates float16/bfloat16 in float32."
+        )
+    return out
+
+
 def render(
     records: Sequence[Record],
     info: dict[str, str],
@@ -1298,6 +1410,15 @@ def render(
         "TensorFlow is measured where it is importable; **it is not installed in this run**."
         if tf is None
         else "TensorFlow is measured (eager)."
+    )
+    keras_line = (
+        " Keras 3 is measured where it is importable; **it is not installed in this "
+        "run**."
+        if keras is None
+        else f" Keras {keras.__version__} is measured on its "
+        f"{keras.backend.backend()} backend (eager), through its public "
+        "`keras.losses` functions, fed NumPy arrays in the input dtype "
+        "(bfloat16: `ml_dtypes.bfloat16`)."
     )
     lines += [
         (
@@ -1330,7 +1451,9 @@ def render(
             "values, so a peer's failure at one input is a failure of that peer. "
             "JAX runs with `jax_enable_x64`, under `jax.jit`. "
             "float16 goes through NumPy (logitkit, SciPy), PyTorch and JAX; bfloat16 "
-            "through PyTorch (logitkit, torch) and JAX (jax, optax). " + tf_line
+            "through PyTorch (logitkit, torch) and JAX (jax, optax). "
+            + tf_line
+            + keras_line
         ),
         "",
         "## Machine",
@@ -1345,7 +1468,8 @@ def render(
     lines += ["", "Regenerate with:", "", "```", command, "```", ""]
 
     summ = summary(records)
-    impls = [i for i in IMPLS if i != "tensorflow" or tf is not None]
+    absent = {"tensorflow": tf is None, "keras": keras is None}
+    impls = [i for i in IMPLS if not absent.get(i, False)]
     lines += [
         "## Summary",
         "",
@@ -1401,7 +1525,7 @@ def render(
             "probability is 0; `exp` underflows in `p * (log p - log q)` long before "
             "the result does; sums in float16 overflow. "
             "`torch.nn.functional.binary_cross_entropy` clamps the log at -100 "
-            "(documented): a loss above 100 comes back as 100."
+            "(documented): a loss above 100 comes back as 100." + keras_notes()
         ),
         "",
     ]
@@ -1586,6 +1710,11 @@ def main(argv: Sequence[str] | None = None) -> int:
     info = acc.machine()
     info["optax"] = getattr(optax, "__version__", "not installed")
     info["tensorflow"] = getattr(tf, "__version__", "not installed")
+    info["keras"] = (
+        "not installed"
+        if keras is None
+        else f"{keras.__version__} ({keras.backend.backend()} backend)"
+    )
     command = "python benchmarks/accuracy_losses.py" + (
         " --quick" if args.quick else ""
     )
