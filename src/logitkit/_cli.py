@@ -16,6 +16,7 @@ from collections.abc import Sequence
 from typing import TYPE_CHECKING
 
 from . import __version__
+from ._score_cli import add_parser as _add_score_parser
 from ._tour import DEFAULT_SEED, SECTIONS, WIDTH
 
 if TYPE_CHECKING:
@@ -61,6 +62,7 @@ def _build_parser() -> argparse.ArgumentParser:
         action="store_true",
         help="plain text even on a terminal (the default when piped)",
     )
+    _add_score_parser(sub)
     return parser
 
 
@@ -91,6 +93,35 @@ def _tour(args: argparse.Namespace) -> int:
     return 0
 
 
+def _score(args: argparse.Namespace) -> int:
+    """``logitkit score``: one line on stderr for an error, no traceback.
+
+    Status 1 for data errors (:class:`~logitkit._io.DataError`, I/O errors),
+    2 for usage errors (:class:`~logitkit._io.UsageError`), 130 when
+    interrupted; ``--debug`` lets the exception through instead.
+    """
+    from ._io import DataError, UsageError
+    from ._score_cli import run
+
+    try:
+        return run(args, _console(no_color=args.no_color))
+    except (UsageError, DataError, OSError, MemoryError, KeyboardInterrupt) as exc:
+        if args.debug:
+            raise
+        if isinstance(exc, KeyboardInterrupt):
+            sys.stderr.write("logitkit score: interrupted\n")
+            return 130
+        if isinstance(exc, OSError):
+            name = f"{exc.filename}: " if exc.filename else ""
+            text = f"{name}{exc.strerror or exc}"
+        elif isinstance(exc, MemoryError):
+            text = "out of memory; try a smaller --chunk-rows"
+        else:
+            text = str(exc)
+        sys.stderr.write(f"logitkit score: error: {text}\n")
+        return 2 if isinstance(exc, UsageError) else 1
+
+
 def main(argv: Sequence[str] | None = None) -> int:
     """Run the ``logitkit`` command line and return its exit status.
 
@@ -101,5 +132,7 @@ def main(argv: Sequence[str] | None = None) -> int:
     args = parser.parse_args(argv)
     if args.command == "tour":
         return _tour(args)
+    if args.command == "score":
+        return _score(args)
     parser.print_help(sys.stderr)
     return 2

@@ -1,0 +1,547 @@
+"""Readers of prediction and label files for ``logitkit score``, and atomic writes.
+
+Every reader is a :class:`Source`: a sequence of rows (examples) read in order,
+``read(n)`` at a time, each row a vector of columns (the classes; one column for
+integer labels). Memory is bounded by the rows asked for, never the file:
+
+- ``.npy`` is memory-mapped and copied a slab of rows at a time;
+- a C-ordered array inside a ``.npz`` (stored or deflated) is decompressed as a
+  stream; a Fortran-ordered one, or one whose class axis is not the last, is
+  loaded whole (NumPy cannot map a zip member);
+- ``.csv``/``.tsv`` are parsed a block of lines at a time.
+
+An array of more than two dimensions has its class axis moved last; its rows are
+all the other axes flattened in C order. Errors in the data raise
+:class:`DataError`, errors of the command line :class:`UsageError`; both carry a
+one-line message naming the file and, where there is one, the row or column.
+
+NumPy is imported here at module level: this module is only imported by the
+``score`` command, never by ``import logitkit``.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import itertools
+import math
+import os
+import tempfile
+import zipfile
+from collections.abc import Callable
+from pathlib import Path
+from typing import IO, Any
+
+import numpy as np
+import numpy.typing as npt
+
+__all__ = [
+    "FORMATS",
+    "DataError",
+    "Source",
+    "UsageError",
+    "atomic_write",
+    "open_array",
+    "open_csv",
+]
+
+#: File extensions ``logitkit score`` reads, by format.
+FORMATS = {".npy": "npy", ".npz": "npz", ".csv": "csv", ".tsv": "csv"}
+
+
+class DataError(Exception):
+    """A file is missing, unreadable or holds data that cannot be scored (exit 1)."""
+
+
+class UsageError(Exception):
+    """The command line asks for something impossible (exit 2)."""
+
+
+def file_format(path: Path, /) -> str:
+    """The format of `path` by extension, or a :class:`UsageError`."""
+    fmt = FORMATS.get(path.suffix.lower())
+    if fmt is None:
+        known = ", ".join(FORMATS)
+        msg = f"{path}: unknown format {path.suffix or '(no extension)'!r}; expected {known}"
+        raise UsageError(msg)
+    if not path.exists():
+        msg = f"{path}: no such file"
+        raise DataError(msg)
+    if path.is_dir():
+        msg = f"{path}: is a directory, expected a {fmt} file"
+        raise DataError(msg)
+    return fmt
+
+
+class Source:
+    """Rows of a file, read in order.
+
+    Attributes
+    ----------
+    path : Path
+        The file (for messages).
+    shape : tuple of int or None
+        The array's shape as stored (None for text files).
+    n_rows : int or None
+        The number of rows, None where unknown before the end (text files).
+    n_cols : int
+        The number of columns of a row.
+    bytes_total : int
+        The size of the data, for progress reports.
+    """
+
+    path: Path
+    shape: tuple[int, ...] | None
+    n_rows: int | None
+    n_cols: int
+    bytes_total: int
+
+    def read(self, n: int, /) -> npt.NDArray[Any]:
+        """The next (at most) `n` rows, as a C-contiguous ``(rows, n_cols)`` array."""
+        raise NotImplementedError
+
+    @property
+    def bytes_done(self) -> int:
+        """How much of `bytes_total` has been read."""
+        raise NotImplementedError
+
+    def close(self) -> None:
+        """Release the file."""
+
+
+# ------------------------------------------------------------------ arrays
+
+
+class _ArraySource(Source):
+    """Rows of an in-memory or memory-mapped array, its class axis moved last.
+
+    ``class_axis=None`` means every axis is a row axis (integer labels): each
+    row has one column.
+    """
+
+    def __init__(
+        self,
+        arr: npt.NDArray[Any],
+        path: Path,
+        class_axis: int | None,
+        closer: Callable[[], None] | None = None,
+    ) -> None:
+        self.path = path
+        self.shape = tuple(arr.shape)
+        if class_axis is None:
+            moved = arr[..., np.newaxis]
+        else:
+            if arr.ndim == 0:
+                msg = f"{path}: expected an array of (rows, classes); got a scalar"
+                raise DataError(msg)
+            if not -arr.ndim <= class_axis < arr.ndim:
+                msg = (
+                    f"{path}: --class-axis {class_axis} is out of range for an "
+                    f"array of shape {self.shape}"
+                )
+                raise UsageError(msg)
+            moved = arr[:, np.newaxis] if arr.ndim == 1 else arr
+            moved = np.moveaxis(moved, class_axis if arr.ndim > 1 else -1, -1)
+        self._moved = moved
+        self.n_cols = int(moved.shape[-1])
+        lead = moved.shape[:-1]
+        self.n_rows = math.prod(lead)
+        # rows per index of the first lead axis (a slab)
+        self._per_slab = max(1, math.prod(lead[1:]))
+        self._pos = 0
+        self._row_bytes = self.n_cols * arr.dtype.itemsize
+        self.bytes_total = self.n_rows * self._row_bytes
+        self._closer = closer
+
+    def read(self, n: int, /) -> npt.NDArray[Any]:
+        assert self.n_rows is not None
+        start, stop = self._pos, min(self._pos + n, self.n_rows)
+        self._pos = stop
+        if start >= stop:
+            return np.empty((0, self.n_cols), dtype=self._moved.dtype)
+        per = self._per_slab
+        first, last = start // per, -(-stop // per)
+        try:
+            slab = np.ascontiguousarray(self._moved[first:last])
+        except (OSError, ValueError) as exc:  # a file shrunk under the map
+            msg = f"{self.path}: cannot read rows {start} to {stop - 1}: {exc}"
+            raise DataError(msg) from exc
+        rows = slab.reshape(-1, self.n_cols)
+        offset = first * per
+        return np.ascontiguousarray(rows[start - offset : stop - offset])
+
+    @property
+    def bytes_done(self) -> int:
+        return self._pos * self._row_bytes
+
+    def close(self) -> None:
+        self._moved = np.empty((0, self.n_cols))
+        if self._closer is not None:
+            self._closer()
+            self._closer = None
+
+
+class _NpyStream(Source):
+    """Rows of a C-ordered ``.npy`` stream (a member of a zip), read sequentially."""
+
+    def __init__(
+        self,
+        fh: IO[bytes],
+        path: Path,
+        shape: tuple[int, ...],
+        dtype: np.dtype[Any],
+        class_axis: int | None,
+        closer: Callable[[], None],
+    ) -> None:
+        self.path = path
+        self.shape = shape
+        self._fh = fh
+        self._dtype = dtype
+        if class_axis is None or len(shape) <= 1:
+            self.n_cols = 1
+            self.n_rows = math.prod(shape)
+        else:
+            self.n_cols = shape[-1]
+            self.n_rows = math.prod(shape[:-1])
+        self._pos = 0
+        self._row_bytes = self.n_cols * dtype.itemsize
+        self.bytes_total = self.n_rows * self._row_bytes
+        self._closer: Callable[[], None] | None = closer
+
+    def read(self, n: int, /) -> npt.NDArray[Any]:
+        assert self.n_rows is not None
+        count = max(0, min(n, self.n_rows - self._pos))
+        want = count * self._row_bytes
+        try:
+            buf = self._fh.read(want)
+        except (OSError, zipfile.BadZipFile, EOFError, ValueError) as exc:
+            msg = f"{self.path}: corrupt data after row {self._pos}: {exc}"
+            raise DataError(msg) from exc
+        if len(buf) != want:
+            got = self._pos + len(buf) // max(1, self._row_bytes)
+            msg = f"{self.path}: truncated: {self.n_rows} rows expected, {got} found"
+            raise DataError(msg)
+        self._pos += count
+        flat = np.frombuffer(buf, dtype=self._dtype)
+        return flat.reshape(count, self.n_cols).copy()
+
+    @property
+    def bytes_done(self) -> int:
+        return self._pos * self._row_bytes
+
+    def close(self) -> None:
+        if self._closer is not None:
+            self._closer()
+            self._closer = None
+
+
+def _check_dtype(path: Path, dtype: np.dtype[Any], what: str) -> None:
+    if dtype.kind not in "biuf" or dtype.fields is not None:
+        msg = f"{path}: {what} must be a numeric array; got dtype {dtype}"
+        raise DataError(msg)
+
+
+def _open_npy(
+    path: Path, class_axis_of: Callable[[tuple[int, ...]], int | None], what: str
+) -> Source:
+    try:
+        arr = np.load(path, mmap_mode="r", allow_pickle=False)
+    except (ValueError, OSError, EOFError) as exc:
+        reason = str(exc).splitlines()[0] if str(exc) else type(exc).__name__
+        msg = f"{path}: not a valid .npy file ({reason})"
+        raise DataError(msg) from exc
+    if not isinstance(arr, np.ndarray):  # pragma: no cover - np.load of .npy
+        msg = f"{path}: not a .npy array"
+        raise DataError(msg)
+    _check_dtype(path, arr.dtype, what)
+    mm = getattr(arr, "_mmap", None)
+    closer = None if mm is None else mm.close
+    return _ArraySource(arr, path, class_axis_of(tuple(arr.shape)), closer)
+
+
+def _read_header(fh: IO[bytes]) -> tuple[tuple[int, ...], bool, np.dtype[Any]] | None:
+    """The header of a .npy stream; None for a version this reader does not know."""
+    version = np.lib.format.read_magic(fh)
+    if version == (1, 0):
+        header = np.lib.format.read_array_header_1_0(fh)
+    elif version == (2, 0):
+        header = np.lib.format.read_array_header_2_0(fh)
+    else:
+        return None
+    shape, fortran, dtype = header
+    return tuple(int(s) for s in shape), bool(fortran), np.dtype(dtype)
+
+
+def npz_keys(path: Path, /) -> list[str]:
+    """The names of the arrays in a ``.npz`` file."""
+    try:
+        with zipfile.ZipFile(path) as zf:
+            names = zf.namelist()
+    except (zipfile.BadZipFile, OSError) as exc:
+        msg = f"{path}: not a valid .npz file ({exc})"
+        raise DataError(msg) from exc
+    return [n[: -len(".npy")] for n in names if n.endswith(".npy")]
+
+
+def _open_npz(
+    path: Path,
+    key: str,
+    class_axis_of: Callable[[tuple[int, ...]], int | None],
+    what: str,
+) -> Source:
+    keys = npz_keys(path)
+    if key not in keys:
+        msg = f"{path}: no array {key!r}; it holds {', '.join(keys) or 'none'}"
+        raise UsageError(msg)
+    zf = zipfile.ZipFile(path)
+    try:
+        fh = zf.open(key + ".npy")
+        header = _read_header(fh)
+    except (ValueError, OSError, EOFError, zipfile.BadZipFile) as exc:
+        zf.close()
+        msg = f"{path}: array {key!r} is not a valid .npy member ({exc})"
+        raise DataError(msg) from exc
+    if header is not None:
+        shape, fortran, dtype = header
+        _check_dtype(path, dtype, what)
+        class_axis = class_axis_of(shape)
+        last = (
+            class_axis is None
+            or len(shape) <= 1
+            or class_axis % len(shape) == len(shape) - 1
+        )
+        if not fortran and last:
+
+            def close() -> None:
+                fh.close()
+                zf.close()
+
+            return _NpyStream(fh, path, shape, dtype, class_axis, close)
+    fh.close()
+    zf.close()
+    # Fortran order, a class axis not last, or an unknown header version:
+    # the member is loaded whole.
+    try:
+        with np.load(path, allow_pickle=False) as data:
+            arr = data[key]
+    except (ValueError, OSError, EOFError, zipfile.BadZipFile) as exc:
+        msg = f"{path}: array {key!r} cannot be read ({exc})"
+        raise DataError(msg) from exc
+    _check_dtype(path, arr.dtype, what)
+    return _ArraySource(arr, path, class_axis_of(tuple(arr.shape)))
+
+
+def open_array(
+    path: Path,
+    /,
+    *,
+    key: str | None,
+    class_axis_of: Callable[[tuple[int, ...]], int | None],
+    what: str,
+) -> Source:
+    """A :class:`Source` of an ``.npy`` file or an array of an ``.npz`` file.
+
+    Parameters
+    ----------
+    path : Path
+        The file.
+    key : str or None
+        The array inside a ``.npz``; None: its only array.
+    class_axis_of : callable
+        Given the array's shape, the class axis (None: no class axis, one
+        column per row).
+    what : str
+        "predictions" or "labels", for messages.
+    """
+    fmt = file_format(path)
+    if fmt == "npy":
+        return _open_npy(path, class_axis_of, what)
+    if fmt != "npz":
+        msg = f"{path}: expected a .npy or .npz file"
+        raise UsageError(msg)
+    if key is None:
+        keys = npz_keys(path)
+        if len(keys) != 1:
+            msg = (
+                f"{path}: holds {len(keys)} arrays ({', '.join(keys) or 'none'}); "
+                f"choose the {what} with --{'key' if what == 'predictions' else 'labels-key'}"
+            )
+            raise UsageError(msg)
+        key = keys[0]
+    return _open_npz(path, key, class_axis_of, what)
+
+
+# -------------------------------------------------------------------- text
+
+
+def _is_number(field: str) -> bool:
+    try:
+        float(field)
+    except ValueError:
+        return False
+    return True
+
+
+class _CsvSource(Source):
+    """Numeric rows of a delimited text file, with an optional header line.
+
+    A header is recognised by a field that is not a number. Blank lines are
+    skipped; rows are counted from 0 over the data lines, and messages give
+    the line number too.
+    """
+
+    def __init__(self, path: Path, delimiter: str) -> None:
+        self.path = path
+        self.shape = None
+        self.n_rows = None
+        self._delim = delimiter
+        self._fh: IO[bytes] | None = path.open("rb")
+        self.bytes_total = path.stat().st_size
+        self._done = 0
+        self._line = 0  # lines read so far
+        self._row = 0  # data rows read so far
+        self.header: list[str] | None = None
+        self._pending: list[tuple[int, str]] = []
+        try:
+            first = self._next_lines(1)
+        except BaseException:
+            self.close()
+            raise
+        if first:
+            fields = self._split(first[0][1])
+            if any(not _is_number(f) for f in fields):
+                self.header = [f.strip().strip('"') for f in fields]
+            else:
+                self._pending = first
+        self.n_cols = (
+            len(self.header)
+            if self.header is not None
+            else (len(self._split(first[0][1])) if first else 0)
+        )
+
+    def _split(self, line: str) -> list[str]:
+        return line.rstrip("\r\n").split(self._delim)
+
+    def _next_lines(self, n: int) -> list[tuple[int, str]]:
+        """Up to `n` non-blank lines with their 1-based line numbers."""
+        out: list[tuple[int, str]] = []
+        assert self._fh is not None
+        while len(out) < n:
+            block = list(itertools.islice(self._fh, n - len(out)))
+            if not block:
+                break
+            for raw in block:
+                self._line += 1
+                self._done += len(raw)
+                try:
+                    text = raw.decode("utf-8")
+                except UnicodeDecodeError as exc:
+                    msg = f"{self.path}: line {self._line} is not UTF-8 text"
+                    raise DataError(msg) from exc
+                if text.strip():
+                    out.append((self._line, text))
+        return out
+
+    def _bad_row(self, row: int, line: int, text: str) -> DataError:
+        fields = self._split(text)
+        where = f"{self.path}: row {row} (line {line})"
+        if len(fields) != self.n_cols:
+            return DataError(
+                f"{where} has {len(fields)} fields, expected {self.n_cols}"
+            )
+        for col, f in enumerate(fields):
+            if not _is_number(f):
+                name = f" ({self.header[col]!r})" if self.header else ""
+                return DataError(
+                    f"{where}, column {col}{name}: {f.strip()!r} is not a number"
+                )
+        return DataError(f"{where}: cannot be parsed as numbers")
+
+    def read(self, n: int, /) -> npt.NDArray[Any]:
+        lines = self._pending[:n]
+        self._pending = self._pending[n:]
+        if len(lines) < n:
+            lines += self._next_lines(n - len(lines))
+        first_row = self._row
+        self._row += len(lines)
+        if not lines:
+            return np.empty((0, self.n_cols), dtype=np.float64)
+        try:
+            arr = np.loadtxt(
+                [t for _, t in lines],
+                delimiter=self._delim,
+                dtype=np.float64,
+                ndmin=2,
+                comments=None,
+            )
+        except ValueError:
+            arr = None
+        if arr is None or arr.shape != (len(lines), self.n_cols):
+            for i, (line, text) in enumerate(lines):
+                fields = self._split(text)
+                if len(fields) != self.n_cols or not all(map(_is_number, fields)):
+                    raise self._bad_row(first_row + i, line, text) from None
+            raise self._bad_row(first_row, lines[0][0], lines[0][1])
+        return arr
+
+    @property
+    def bytes_done(self) -> int:
+        return self._done
+
+    def close(self) -> None:
+        if self._fh is not None:
+            self._fh.close()
+            self._fh = None
+
+
+def open_csv(path: Path, /) -> _CsvSource:
+    """A :class:`Source` of a ``.csv`` (comma) or ``.tsv`` (tab) file."""
+    file_format(path)
+    delim = "\t" if path.suffix.lower() == ".tsv" else ","
+    try:
+        return _CsvSource(path, delim)
+    except OSError as exc:
+        msg = f"{path}: cannot be read ({exc.strerror or exc})"
+        raise DataError(msg) from exc
+
+
+def column_index(src: _CsvSource, spec: str, /) -> int:
+    """The index of the column `spec` (a header name or an integer) of `src`."""
+    if src.header is not None and spec in src.header:
+        return src.header.index(spec)
+    try:
+        index = int(spec)
+    except ValueError:
+        names = ", ".join(src.header) if src.header else "none: the file has no header"
+        msg = f"{src.path}: no column {spec!r} (columns: {names})"
+        raise UsageError(msg) from None
+    if not -src.n_cols <= index < src.n_cols:
+        msg = f"{src.path}: column {index} is out of range; the file has {src.n_cols}"
+        raise UsageError(msg)
+    return index % src.n_cols
+
+
+# -------------------------------------------------------------------- output
+
+
+def atomic_write(path: Path, write: Callable[[IO[str]], None], /) -> None:
+    """Write `path` through `write` atomically: all of it or nothing.
+
+    The text goes to a temporary file in the same directory, which is flushed
+    to disk and renamed over `path` (:func:`os.replace`); on any failure the
+    temporary file is removed and `path` is left as it was.
+    """
+    directory = path.parent if str(path.parent) else Path()
+    fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".tmp", dir=directory)
+    try:
+        with os.fdopen(fd, "w", encoding="utf-8", newline="") as fh:
+            umask = os.umask(0)
+            os.umask(umask)
+            os.fchmod(fh.fileno(), 0o666 & ~umask)  # not mkstemp's 0o600
+            write(fh)
+            fh.flush()
+            os.fsync(fh.fileno())
+        os.replace(tmp, path)
+    except BaseException:
+        with contextlib.suppress(OSError):
+            os.unlink(tmp)
+        raise
