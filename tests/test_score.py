@@ -937,7 +937,7 @@ class TestErrors:
     def test_unknown_format_and_usage(
         self, capsys: pytest.CaptureFixture[str], files: dict[str, Path]
     ) -> None:
-        odd = files["dir"] / "p.parquet"
+        odd = files["dir"] / "p.feather"
         odd.write_bytes(b"")
         self._check(
             capsys,
@@ -946,7 +946,10 @@ class TestErrors:
             "--labels",
             files["y"],
             status=2,
-            expect=(f"{odd}: unknown format '.parquet'", ".npy, .npz, .csv, .tsv"),
+            expect=(
+                f"{odd}: unknown format '.feather'",
+                ".npy, .npz, .csv, .tsv, .parquet, .zarr",
+            ),
         )
         self._check(capsys, files, files["p"], status=2, expect=("no labels",))
         self._check(

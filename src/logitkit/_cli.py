@@ -1,8 +1,9 @@
 """The ``logitkit`` command line (stdlib :mod:`argparse`).
 
 ``logitkit tour`` walks through the study note on softmax, logits and cross
-entropy, recomputing its examples with logitkit beside exact values. Later
-subcommands (``score``) join the same sub-parser.
+entropy, recomputing its examples with logitkit beside exact values. ``logitkit score``
+scores prediction files and ``logitkit convert`` transforms them; all join the
+same sub-parser.
 
 NumPy and rich are imported only when a subcommand runs, so that ``--help``
 and ``tour --list`` answer at once.
@@ -16,6 +17,7 @@ from collections.abc import Sequence
 from typing import TYPE_CHECKING
 
 from . import __version__
+from ._convert import add_parser as _add_convert_parser
 from ._score_cli import add_parser as _add_score_parser
 from ._tour import DEFAULT_SEED, SECTIONS, WIDTH
 
@@ -63,6 +65,7 @@ def _build_parser() -> argparse.ArgumentParser:
         help="plain text even on a terminal (the default when piped)",
     )
     _add_score_parser(sub)
+    _add_convert_parser(sub)
     return parser
 
 
@@ -93,23 +96,28 @@ def _tour(args: argparse.Namespace) -> int:
     return 0
 
 
-def _score(args: argparse.Namespace) -> int:
-    """``logitkit score``: one line on stderr for an error, no traceback.
+def _guarded(args: argparse.Namespace) -> int:
+    """``logitkit score`` and ``convert``: one line on stderr for an error, no traceback.
 
     Status 1 for data errors (:class:`~logitkit._io.DataError`, I/O errors),
     2 for usage errors (:class:`~logitkit._io.UsageError`), 130 when
     interrupted; ``--debug`` lets the exception through instead.
     """
     from ._io import DataError, UsageError
-    from ._score_cli import run
 
     try:
+        if args.command == "convert":
+            from ._convert import run as convert
+
+            return convert(args)
+        from ._score_cli import run
+
         return run(args, _console(no_color=args.no_color))
     except (UsageError, DataError, OSError, MemoryError, KeyboardInterrupt) as exc:
         if args.debug:
             raise
         if isinstance(exc, KeyboardInterrupt):
-            sys.stderr.write("logitkit score: interrupted\n")
+            sys.stderr.write(f"logitkit {args.command}: interrupted\n")
             return 130
         if isinstance(exc, OSError):
             name = f"{exc.filename}: " if exc.filename else ""
@@ -118,7 +126,7 @@ def _score(args: argparse.Namespace) -> int:
             text = "out of memory; try a smaller --chunk-rows"
         else:
             text = str(exc)
-        sys.stderr.write(f"logitkit score: error: {text}\n")
+        sys.stderr.write(f"logitkit {args.command}: error: {text}\n")
         return 2 if isinstance(exc, UsageError) else 1
 
 
@@ -132,7 +140,7 @@ def main(argv: Sequence[str] | None = None) -> int:
     args = parser.parse_args(argv)
     if args.command == "tour":
         return _tour(args)
-    if args.command == "score":
-        return _score(args)
+    if args.command in ("score", "convert"):
+        return _guarded(args)
     parser.print_help(sys.stderr)
     return 2

@@ -8,7 +8,9 @@ integer labels). Memory is bounded by the rows asked for, never the file:
 - a C-ordered array inside a ``.npz`` (stored or deflated) is decompressed as a
   stream; a Fortran-ordered one, or one whose class axis is not the last, is
   loaded whole (NumPy cannot map a zip member);
-- ``.csv``/``.tsv`` are parsed a block of lines at a time.
+- ``.csv``/``.tsv`` are parsed a block of lines at a time;
+- ``.parquet`` files and Zarr arrays are read by :mod:`logitkit._io_formats`
+  (pyarrow and zarr, optional, imported only there).
 
 An array of more than two dimensions has its class axis moved last; its rows are
 all the other axes flattened in C order. Errors in the data raise
@@ -27,7 +29,7 @@ import math
 import os
 import tempfile
 import zipfile
-from collections.abc import Callable
+from collections.abc import Callable, Iterator
 from pathlib import Path
 from typing import IO, Any
 
@@ -39,13 +41,23 @@ __all__ = [
     "DataError",
     "Source",
     "UsageError",
+    "atomic_file",
     "atomic_write",
+    "check_dtype",
+    "input_format",
     "open_array",
     "open_csv",
 ]
 
 #: File extensions ``logitkit score`` reads, by format.
-FORMATS = {".npy": "npy", ".npz": "npz", ".csv": "csv", ".tsv": "csv"}
+FORMATS = {
+    ".npy": "npy",
+    ".npz": "npz",
+    ".csv": "csv",
+    ".tsv": "csv",
+    ".parquet": "parquet",
+    ".zarr": "zarr",
+}
 
 
 class DataError(Exception):
@@ -56,17 +68,40 @@ class UsageError(Exception):
     """The command line asks for something impossible (exit 2)."""
 
 
-def file_format(path: Path, /) -> str:
-    """The format of `path` by extension, or a :class:`UsageError`."""
+def input_format(path: Path, /) -> str | None:
+    """The format of `path` by extension (a Zarr directory by its metadata too)."""
     fmt = FORMATS.get(path.suffix.lower())
+    if fmt is None and path.is_dir():
+        from ._io_formats import is_zarr_dir
+
+        if is_zarr_dir(path):
+            return "zarr"
+    return fmt
+
+
+def file_format(path: Path, /) -> str:
+    """The format of `path`, or a :class:`UsageError`; a missing file is a :class:`DataError`."""
+    fmt = input_format(path)
     if fmt is None:
         known = ", ".join(FORMATS)
-        msg = f"{path}: unknown format {path.suffix or '(no extension)'!r}; expected {known}"
+        msg = (
+            f"{path}: unknown format {path.suffix or '(no extension)'!r}; "
+            f"expected {known} (or a Zarr directory)"
+        )
         raise UsageError(msg)
     if not path.exists():
         msg = f"{path}: no such file"
         raise DataError(msg)
-    if path.is_dir():
+    if fmt == "zarr":
+        from ._io_formats import is_zarr_dir
+
+        if not is_zarr_dir(path):
+            msg = (
+                f"{path}: not a Zarr array or group (a directory with zarr.json, "
+                ".zarray or .zgroup)"
+            )
+            raise DataError(msg)
+    elif path.is_dir():
         msg = f"{path}: is a directory, expected a {fmt} file"
         raise DataError(msg)
     return fmt
@@ -234,7 +269,7 @@ class _NpyStream(Source):
             self._closer = None
 
 
-def _check_dtype(path: Path, dtype: np.dtype[Any], what: str) -> None:
+def check_dtype(path: Path, dtype: np.dtype[Any], what: str) -> None:
     if dtype.kind not in "biuf" or dtype.fields is not None:
         msg = f"{path}: {what} must be a numeric array; got dtype {dtype}"
         raise DataError(msg)
@@ -252,7 +287,7 @@ def _open_npy(
     if not isinstance(arr, np.ndarray):  # pragma: no cover - np.load of .npy
         msg = f"{path}: not a .npy array"
         raise DataError(msg)
-    _check_dtype(path, arr.dtype, what)
+    check_dtype(path, arr.dtype, what)
     mm = getattr(arr, "_mmap", None)
     closer = None if mm is None else mm.close
     return _ArraySource(arr, path, class_axis_of(tuple(arr.shape)), closer)
@@ -302,7 +337,7 @@ def _open_npz(
         raise DataError(msg) from exc
     if header is not None:
         shape, fortran, dtype = header
-        _check_dtype(path, dtype, what)
+        check_dtype(path, dtype, what)
         class_axis = class_axis_of(shape)
         last = (
             class_axis is None
@@ -326,7 +361,7 @@ def _open_npz(
     except (ValueError, OSError, EOFError, zipfile.BadZipFile) as exc:
         msg = f"{path}: array {key!r} cannot be read ({exc})"
         raise DataError(msg) from exc
-    _check_dtype(path, arr.dtype, what)
+    check_dtype(path, arr.dtype, what)
     return _ArraySource(arr, path, class_axis_of(tuple(arr.shape)))
 
 
@@ -338,14 +373,14 @@ def open_array(
     class_axis_of: Callable[[tuple[int, ...]], int | None],
     what: str,
 ) -> Source:
-    """A :class:`Source` of an ``.npy`` file or an array of an ``.npz`` file.
+    """A :class:`Source` of an ``.npy`` file or an array of an ``.npz`` file or Zarr store.
 
     Parameters
     ----------
     path : Path
         The file.
     key : str or None
-        The array inside a ``.npz``; None: its only array.
+        The array inside a ``.npz`` or a Zarr group; None: its only array.
     class_axis_of : callable
         Given the array's shape, the class axis (None: no class axis, one
         column per row).
@@ -355,8 +390,12 @@ def open_array(
     fmt = file_format(path)
     if fmt == "npy":
         return _open_npy(path, class_axis_of, what)
+    if fmt == "zarr":
+        from ._io_formats import open_zarr
+
+        return open_zarr(path, key=key, class_axis_of=class_axis_of, what=what)
     if fmt != "npz":
-        msg = f"{path}: expected a .npy or .npz file"
+        msg = f"{path}: expected a .npy, .npz or Zarr array"
         raise UsageError(msg)
     if key is None:
         keys = npz_keys(path)
@@ -539,6 +578,32 @@ def atomic_write(path: Path, write: Callable[[IO[str]], None], /) -> None:
             os.fchmod(fh.fileno(), 0o666 & ~umask)  # not mkstemp's 0o600
             write(fh)
             fh.flush()
+            os.fsync(fh.fileno())
+        os.replace(tmp, path)
+    except BaseException:
+        with contextlib.suppress(OSError):
+            os.unlink(tmp)
+        raise
+
+
+@contextlib.contextmanager
+def atomic_file(path: Path, /) -> Iterator[Path]:
+    """A temporary path beside `path`, renamed over it if the block succeeds.
+
+    Write the temporary path (by name: a memory map, a Parquet writer, a
+    figure) inside the ``with`` block; on leaving it the file is flushed to
+    disk and renamed over `path` (:func:`os.replace`). On any failure the
+    temporary file is removed and `path` is left as it was.
+    """
+    directory = path.parent if str(path.parent) else Path()
+    fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".tmp", dir=directory)
+    try:
+        umask = os.umask(0)
+        os.umask(umask)
+        os.fchmod(fd, 0o666 & ~umask)  # not mkstemp's 0o600
+        os.close(fd)
+        yield Path(tmp)
+        with open(tmp, "rb+") as fh:
             os.fsync(fh.fileno())
         os.replace(tmp, path)
     except BaseException:

@@ -69,19 +69,23 @@ def add_parser(sub: Any) -> None:
         ),
     )
     p.add_argument(
-        "predictions", metavar="PREDICTIONS", help=".npy, .npz, .csv or .tsv"
+        "predictions",
+        metavar="PREDICTIONS",
+        help=".npy, .npz, .csv, .tsv, .parquet or a Zarr directory",
     )
-    p.add_argument("--labels", metavar="FILE", help="labels: .npy, .npz, .csv or .tsv")
-    p.add_argument("--key", metavar="KEY", help="the predictions' array in a .npz")
+    p.add_argument(
+        "--labels",
+        metavar="FILE",
+        help="labels: .npy, .npz, .csv, .tsv, .parquet or a Zarr directory",
+    )
+    add_input_options(p)
     p.add_argument(
         "--labels-key",
         metavar="KEY",
-        help="the labels' array in a .npz (the predictions' own .npz without --labels)",
-    )
-    p.add_argument(
-        "--label-column",
-        metavar="NAME|INDEX",
-        help="the labels are this column of the predictions' .csv/.tsv",
+        help=(
+            "the labels' array in a .npz or Zarr group (the predictions' own "
+            "without --labels)"
+        ),
     )
     p.add_argument("--probs", action="store_true", help="predictions are probabilities")
     p.add_argument(
@@ -94,13 +98,6 @@ def add_parser(sub: Any) -> None:
         type=int,
         metavar="INT",
         help="labels of this value are left out (rows; elements with --multilabel)",
-    )
-    p.add_argument(
-        "--class-axis",
-        type=int,
-        default=-1,
-        metavar="AXIS",
-        help="the class axis of an .npy/.npz array (default: -1)",
     )
     p.add_argument(
         "--top-k",
@@ -125,65 +122,130 @@ def add_parser(sub: Any) -> None:
         metavar="TOL",
         help="with --probs: |row sum - 1| allowed (default: 1e-4, 2 eps for float16)",
     )
-    p.add_argument(
-        "--chunk-rows",
-        type=_positive,
-        metavar="N",
-        help="rows per chunk (default: 8 MiB of float64 per chunk, ~64 MiB of work)",
-    )
     p.add_argument("--json", action="store_true", help="print JSON, not a table")
     p.add_argument(
         "--output",
         metavar="FILE",
         help="also write the results to FILE (.json or .csv), atomically",
     )
+    p.add_argument(
+        "--plot",
+        metavar="FILE",
+        help=(
+            "also draw a reliability diagram to FILE (.png, .pdf or .svg), "
+            "atomically; needs logitkit[plot]"
+        ),
+    )
     p.add_argument("--no-progress", action="store_true", help="no progress bar")
     p.add_argument("--no-color", action="store_true", help="plain text on a terminal")
     p.add_argument("--debug", action="store_true", help="tracebacks on errors")
 
 
+def add_input_options(p: argparse.ArgumentParser) -> None:
+    """The options that say how to read the predictions (score and convert)."""
+    p.add_argument(
+        "--key", metavar="KEY", help="the predictions' array in a .npz or Zarr group"
+    )
+    p.add_argument(
+        "--column",
+        metavar="NAME",
+        help=(
+            "the predictions are this list column of a .parquet (default: the "
+            "only list column, else every numeric column, one per class)"
+        ),
+    )
+    p.add_argument(
+        "--label-column",
+        metavar="NAME|INDEX",
+        help="the labels are this column of the predictions' .csv/.tsv/.parquet",
+    )
+    p.add_argument(
+        "--class-axis",
+        type=int,
+        default=-1,
+        metavar="AXIS",
+        help="the class axis of an .npy/.npz/Zarr array (default: -1)",
+    )
+    p.add_argument(
+        "--chunk-rows",
+        type=_positive,
+        metavar="N",
+        help="rows per chunk (default: 8 MiB of float64 per chunk, ~64 MiB of work)",
+    )
+
+
 # ------------------------------------------------------------------ inputs
 
 
-def _check_usage(args: argparse.Namespace) -> None:
-    from ._io import FORMATS, UsageError
+def check_input_usage(args: argparse.Namespace, paths: list[str | None]) -> str | None:
+    """Usage errors of the input options; the predictions' format."""
+    from ._io import FORMATS, UsageError, input_format
 
-    pred = Path(args.predictions)
-    fmt = FORMATS.get(pred.suffix.lower())
-    for name in (args.predictions, args.labels):
-        path = None if name is None else Path(name)
-        if path is not None and path.suffix.lower() not in FORMATS:
+    fmt = None
+    for i, name in enumerate(paths):
+        if name is None:
+            continue
+        path = Path(name)
+        got = input_format(path)
+        if got is None:
             known = ", ".join(FORMATS)
             ext = path.suffix or "(no extension)"
-            msg = f"{path}: unknown format {ext!r}; expected {known}"
+            msg = f"{path}: unknown format {ext!r}; expected {known} (or a Zarr directory)"
             raise UsageError(msg)
+        if i == 0:
+            fmt = got
+    if args.label_column is not None and fmt not in ("csv", "parquet"):
+        msg = "--label-column needs .csv, .tsv or .parquet predictions"
+        raise UsageError(msg)
+    if args.column is not None:
+        if fmt != "parquet":
+            msg = "--column needs .parquet predictions"
+            raise UsageError(msg)
+        if args.column == args.label_column:
+            msg = f"--column and --label-column name the same column {args.column!r}"
+            raise UsageError(msg)
+    if args.key is not None and fmt not in ("npz", "zarr"):
+        msg = "--key needs .npz or Zarr predictions"
+        raise UsageError(msg)
+    return fmt
+
+
+def _check_usage(args: argparse.Namespace) -> None:
+    from ._io import UsageError, input_format
+
+    check_input_usage(args, [args.predictions, args.labels])
     if (
         args.output is not None
         and Path(args.output).suffix.lower() not in OUTPUT_FORMATS
     ):
         msg = f"--output {args.output}: expected a .json or .csv file name"
         raise UsageError(msg)
-    if args.label_column is not None:
-        if fmt != "csv":
-            msg = "--label-column needs .csv or .tsv predictions"
-            raise UsageError(msg)
-        if args.labels is not None:
-            msg = "--label-column and --labels exclude each other"
-            raise UsageError(msg)
-    if args.key is not None and fmt != "npz":
-        msg = "--key needs .npz predictions"
+    if args.label_column is not None and args.labels is not None:
+        msg = "--label-column and --labels exclude each other"
         raise UsageError(msg)
     if args.labels_key is not None:
         where = args.labels if args.labels is not None else args.predictions
-        if Path(where).suffix.lower() != ".npz":
-            msg = f"--labels-key needs .npz labels; {where} is not"
+        if input_format(Path(where)) not in ("npz", "zarr"):
+            msg = f"--labels-key needs .npz or Zarr labels; {where} is not"
             raise UsageError(msg)
     if args.labels is None and args.label_column is None and args.labels_key is None:
         msg = (
-            "no labels: give --labels FILE, --label-column (in a .csv) "
-            "or --labels-key (in the same .npz)"
+            "no labels: give --labels FILE, --label-column (in a .csv or "
+            ".parquet) or --labels-key (in the same .npz or Zarr group)"
         )
         raise UsageError(msg)
+    if args.plot is not None:
+        from ._plot import PLOT_FORMATS, require_matplotlib
+
+        if Path(args.plot).suffix.lower() not in PLOT_FORMATS:
+            msg = f"--plot {args.plot}: expected a .png, .pdf or .svg file name"
+            raise UsageError(msg)
+        if args.multilabel:
+            msg = (
+                "--plot draws a multi-class reliability diagram; not with --multilabel"
+            )
+            raise UsageError(msg)
+        require_matplotlib()
 
 
 def _class_axis(args: argparse.Namespace, path: Path) -> Any:
@@ -210,24 +272,28 @@ def _class_axis(args: argparse.Namespace, path: Path) -> Any:
     return of
 
 
-def _open_inputs(
+def open_predictions(
     args: argparse.Namespace, stack: contextlib.ExitStack
-) -> tuple[Source, Source | None, int | None]:
-    """The predictions, the labels (None: a column of the predictions), the column.
+) -> tuple[Source, int | None]:
+    """The predictions and, for a CSV with ``--label-column``, the labels' column.
 
-    Each source opened is closed by `stack`.
+    The source is closed by `stack`.
     """
-    from ._io import DataError, column_index, file_format, open_array, open_csv
+    from ._io import column_index, file_format, open_array, open_csv
 
     pred_path = Path(args.predictions)
     fmt = file_format(pred_path)
-    if args.labels is not None:
-        file_format(Path(args.labels))  # unknown format: a usage error first
+    column = None
     if fmt == "csv":
         pred: Source = open_csv(pred_path)
         stack.callback(pred.close)
         if args.label_column is not None:
-            return pred, None, column_index(pred, args.label_column)  # type: ignore[arg-type]
+            column = column_index(pred, args.label_column)  # type: ignore[arg-type]
+    elif fmt == "parquet":
+        from ._io_formats import open_parquet
+
+        pred = open_parquet(pred_path, column=args.column, exclude=args.label_column)
+        stack.callback(pred.close)
     else:
         pred = open_array(
             pred_path,
@@ -236,9 +302,34 @@ def _open_inputs(
             what="predictions",
         )
         stack.callback(pred.close)
+    return pred, column
+
+
+def _open_inputs(
+    args: argparse.Namespace, stack: contextlib.ExitStack
+) -> tuple[Source, Source | None, int | None]:
+    """The predictions, the labels (None: a column of the predictions), the column.
+
+    Each source opened is closed by `stack`.
+    """
+    from ._io import DataError, file_format, open_array, open_csv
+
+    pred_path = Path(args.predictions)
+    if args.labels is not None:
+        file_format(Path(args.labels))  # unknown format: a usage error first
+    pred, column = open_predictions(args, stack)
+    if column is not None:
+        return pred, None, column
     lab_path = Path(args.labels) if args.labels is not None else pred_path
-    if file_format(lab_path) == "csv":
+    lab_fmt = file_format(lab_path)
+    if lab_fmt == "csv":
         lab: Source = open_csv(lab_path)
+        stack.callback(lab.close)
+        return pred, lab, None
+    if lab_fmt == "parquet":
+        from ._io_formats import open_parquet
+
+        lab = open_parquet(lab_path, column=args.label_column, what="labels")
         stack.callback(lab.close)
         return pred, lab, None
     shape = pred.shape
@@ -377,7 +468,9 @@ def _score(args: argparse.Namespace) -> dict[str, Any]:
         "schema": "logitkit.score/1",
         "logitkit": __version__,
         "predictions": str(pred.path),
-        "labels": labels if column is None else f"{pred.path}[{args.label_column}]",
+        "labels": (
+            labels if args.label_column is None else f"{pred.path}[{args.label_column}]"
+        ),
     }
     return {**head, **result}
 
@@ -459,6 +552,10 @@ def run(args: argparse.Namespace, console: Console) -> int:
     """Score as `args` say and print; errors are raised (see ``_cli.main``)."""
     _check_usage(args)
     result = _score(args)
+    if args.plot is not None:
+        from ._plot import write_plot
+
+        write_plot(result, Path(args.plot))
     if args.output is not None:
         from ._io import atomic_write
 
