@@ -24,6 +24,8 @@ PUBLIC = {
     "sigmoid_focal_loss",
     "categorical_cross_entropy",
     "binary_cross_entropy",
+    "linear_cross_entropy",
+    "LogSumExp",
     "__version__",
     "compat",
     "grad",

@@ -1,6 +1,7 @@
 """logitkit: logits to probabilities and losses, exactly, on any array library."""
 
 from . import compat, grad, vjp
+from ._chunked import linear_cross_entropy
 from ._cross_entropy import softmax_cross_entropy, sparse_softmax_cross_entropy
 from ._divergence import kl_divergence, softmax_entropy
 from ._one_hot import one_hot
@@ -8,16 +9,19 @@ from ._prob_losses import binary_cross_entropy, categorical_cross_entropy
 from ._sigmoid import log_sigmoid, logit, sigmoid, softplus
 from ._sigmoid_losses import sigmoid_cross_entropy, sigmoid_focal_loss
 from ._softmax import log_softmax, logsumexp, softmax
+from ._streaming import LogSumExp
 
 __version__ = "0.1.0.dev0"
 
 __all__ = [
+    "LogSumExp",
     "__version__",
     "binary_cross_entropy",
     "categorical_cross_entropy",
     "compat",
     "grad",
     "kl_divergence",
+    "linear_cross_entropy",
     "log_sigmoid",
     "log_softmax",
     "logit",

@@ -23,6 +23,7 @@ from __future__ import annotations
 
 from typing import Any
 
+from ._chunked import _grad_linear_cross_entropy as linear_cross_entropy
 from ._cross_entropy import _dense, _sparse
 from ._divergence import _entropy, _kl
 from ._prob_losses import _grad_binary_cross_entropy as binary_cross_entropy
@@ -35,6 +36,7 @@ __all__ = [
     "binary_cross_entropy",
     "categorical_cross_entropy",
     "kl_divergence",
+    "linear_cross_entropy",
     "sigmoid_cross_entropy",
     "sigmoid_focal_loss",
     "softmax_cross_entropy",
