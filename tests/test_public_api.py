@@ -63,3 +63,18 @@ def test_readme_examples() -> None:
     )
     assert result.attempted > 0
     assert result.failed == 0
+
+
+def test_lk_torch_is_loaded_on_first_use() -> None:
+    code = (
+        "import sys, logitkit as lk; before = 'torch' in sys.modules; "
+        "f = lk.torch.linear_cross_entropy; print(before, 'torch' in sys.modules)"
+    )
+    out = subprocess.run(
+        [sys.executable, "-c", code], check=True, capture_output=True, text=True
+    ).stdout
+    assert out.split() == ["False", "True"]
+    import pytest
+
+    with pytest.raises(AttributeError, match="no attribute 'nope'"):
+        lk.nope  # noqa: B018

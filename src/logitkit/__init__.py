@@ -13,6 +13,17 @@ from ._streaming import LogSumExp
 
 __version__ = "0.1.0.dev0"
 
+
+def __getattr__(name: str) -> object:
+    # `lk.torch` imports PyTorch: only on first use, never with `logitkit`.
+    if name == "torch":
+        import importlib
+
+        return importlib.import_module(".torch", __name__)
+    msg = f"module {__name__!r} has no attribute {name!r}"
+    raise AttributeError(msg)
+
+
 __all__ = [
     "LogSumExp",
     "__version__",

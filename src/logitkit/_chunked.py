@@ -34,10 +34,11 @@ import math
 import operator
 from typing import Any, NamedTuple
 
-from array_api_compat import device
+from array_api_compat import array_namespace, device
 
 from ._cross_entropy import _check_int_labels, _check_kept_positions, _labels_array
 from ._helpers import (
+    adopt,
     as_array,
     as_floating,
     const,
@@ -143,10 +144,12 @@ def _setup(
     w = as_array(weight, name="weight")
     b = None if bias is None else as_array(bias, name="bias")
     xp = namespace(h, w, b, xp=xp)
-    h = as_floating(xp.asarray(h), name="hidden", xp=xp)
-    w = as_floating(xp.asarray(w, device=device(h)), name="weight", xp=xp)
+    h = as_floating(
+        h if array_namespace(h) is xp else xp.asarray(h), name="hidden", xp=xp
+    )
+    w = as_floating(adopt(w, h, xp=xp), name="weight", xp=xp)
     if b is not None:
-        b = as_floating(xp.asarray(b, device=device(h)), name="bias", xp=xp)
+        b = as_floating(adopt(b, h, xp=xp), name="bias", xp=xp)
     if h.ndim < 1:
         msg = "`hidden` must have at least one dimension (the features); got a scalar."
         raise ValueError(msg)
@@ -217,6 +220,10 @@ def _setup(
     cd = h.dtype if b is None else xp.result_type(h.dtype, b.dtype)
     cd = xp.result_type(cd, w.dtype)
     h = xp.reshape(h, (n, int(h.shape[-1])))
+    if kept is not None:
+        # Ignored tokens' hidden states take no part: zeros, so that a NaN
+        # there never reaches dweight (0 * NaN) or the other tokens.
+        h = xp.where(kept[:, None], h, const(0.0, h, xp=xp))
     h = h if h.dtype == cd else xp.astype(h, cd)
     w = w if w.dtype == cd else xp.astype(w, cd)
     if b is not None and b.dtype != cd:
@@ -351,7 +358,14 @@ def _linear_cross_entropy(
     chunk_size: Any,
     want_grad: bool,
     xp: ArrayNamespace | None,
+    *,
+    row_weight: Array | None = None,
 ) -> tuple[Array, ...]:
+    """The loss and, with `want_grad`, the gradients of hidden, weight (, bias).
+
+    `row_weight` (the shape of `labels`) multiplies each token's row of the
+    gradient: the upstream gradient of a ``"none"`` loss.
+    """
     sp = _setup(
         hidden, weight, labels, bias, ignore_index, label_smoothing, z_loss,
         softcap, reduction, chunk_size, xp,
@@ -361,10 +375,12 @@ def _linear_cross_entropy(
     value = _value(sp, loss, count)
     if not want_grad:
         return (value,)
-    return (value, *_grads(sp, st, count))
+    return (value, *_grads(sp, st, count, row_weight))
 
 
-def _grads(sp: _Setup, st: _Stats, count: Array, /) -> tuple[Array, ...]:
+def _grads(
+    sp: _Setup, st: _Stats, count: Array, row_weight: Array | None = None, /
+) -> tuple[Array, ...]:
     """Pass 2: recompute each tile, form its gradient, two matmuls per tile."""
     xp = sp.xp
     zero = const(0.0, st.s, xp=xp)
@@ -388,6 +404,9 @@ def _grads(sp: _Setup, st: _Stats, count: Array, /) -> tuple[Array, ...]:
     else:
         scale = one
     row = xp.ones_like(st.s) * scale
+    if row_weight is not None:
+        rw = xp.reshape(xp.asarray(row_weight, device=device(sp.h)), (sp.n,))
+        row = row * xp.astype(rw, row.dtype)
     if sp.kept is not None:
         row = xp.where(sp.kept, row, zero)
     if sp.bad is not None:
