@@ -24,6 +24,7 @@ NumPy is imported here at module level: this module is only imported by the
 from __future__ import annotations
 
 import contextlib
+import io
 import itertools
 import math
 import os
@@ -139,6 +140,11 @@ class Source:
         """How much of `bytes_total` has been read."""
         raise NotImplementedError
 
+    def seek(self, row: int, /) -> None:
+        """Make `row` the next row :meth:`read` returns (random-access sources)."""
+        msg = f"{self.path}: cannot be read from row {row} on; it is a stream"
+        raise UsageError(msg)
+
     def close(self) -> None:
         """Release the file."""
 
@@ -208,11 +214,85 @@ class _ArraySource(Source):
     def bytes_done(self) -> int:
         return self._pos * self._row_bytes
 
+    def seek(self, row: int, /) -> None:
+        self._pos = row
+
     def close(self) -> None:
         self._moved = np.empty((0, self.n_cols))
         if self._closer is not None:
             self._closer()
             self._closer = None
+
+
+class _NpyFile(Source):
+    """Rows of a C-ordered ``.npy`` file whose class axis is last, read in place.
+
+    Each :meth:`read` is one positioned read (seek and ``readinto``) of the rows
+    into a new array: unlike a memory map, whose touched pages stay in the
+    process's resident memory until it is closed, memory is bounded by the
+    rows asked for, whatever the file's size.
+    """
+
+    def __init__(
+        self,
+        path: Path,
+        offset: int,
+        shape: tuple[int, ...],
+        dtype: np.dtype[Any],
+        class_axis: int | None,
+    ) -> None:
+        self.path = path
+        self.shape = shape
+        self._dtype = dtype
+        if class_axis is None or len(shape) <= 1:
+            self.n_cols = 1
+            self.n_rows = math.prod(shape)
+        else:
+            self.n_cols = shape[-1]
+            self.n_rows = math.prod(shape[:-1])
+        self._offset = offset
+        self._pos = 0
+        self._row_bytes = self.n_cols * dtype.itemsize
+        self.bytes_total = self.n_rows * self._row_bytes
+        self._fh: io.FileIO | None = io.FileIO(path, "rb")
+
+    def read(self, n: int, /) -> npt.NDArray[Any]:
+        assert self.n_rows is not None
+        assert self._fh is not None
+        start, stop = self._pos, min(self._pos + n, self.n_rows)
+        self._pos = max(start, stop)
+        out = np.empty((max(0, stop - start), self.n_cols), dtype=self._dtype)
+        view = out.reshape(-1).view(np.uint8).data
+        done = 0
+        try:
+            self._fh.seek(self._offset + start * self._row_bytes)
+            while done < len(view):
+                got = self._fh.readinto(view[done:])
+                if not got:
+                    break
+                done += got
+        except OSError as exc:
+            msg = f"{self.path}: cannot read rows {start} to {stop - 1}: {exc}"
+            raise DataError(msg) from exc
+        if done < len(view):  # the file shrank after it was opened
+            msg = (
+                f"{self.path}: truncated: {self.n_rows} rows expected, "
+                f"{start + done // max(1, self._row_bytes)} found"
+            )
+            raise DataError(msg)
+        return out
+
+    @property
+    def bytes_done(self) -> int:
+        return self._pos * self._row_bytes
+
+    def seek(self, row: int, /) -> None:
+        self._pos = row
+
+    def close(self) -> None:
+        if self._fh is not None:
+            self._fh.close()
+            self._fh = None
 
 
 class _NpyStream(Source):
@@ -290,7 +370,26 @@ def _open_npy(
     check_dtype(path, arr.dtype, what)
     mm = getattr(arr, "_mmap", None)
     closer = None if mm is None else mm.close
-    return _ArraySource(arr, path, class_axis_of(tuple(arr.shape)), closer)
+    shape = tuple(int(s) for s in arr.shape)
+    class_axis = class_axis_of(shape)
+    last = (
+        class_axis is None
+        or len(shape) <= 1
+        or class_axis % len(shape) == len(shape) - 1
+    )
+    offset = getattr(arr, "offset", None)
+    if last and arr.flags.c_contiguous and isinstance(offset, int) and mm is not None:
+        # C order, classes last: positioned reads, not the map (whose pages
+        # would stay resident); the map only checked the header and the size.
+        dtype = arr.dtype
+        del arr
+        mm.close()
+        try:
+            return _NpyFile(path, offset, shape, dtype, class_axis)
+        except OSError as exc:
+            msg = f"{path}: cannot be read ({exc.strerror or exc})"
+            raise DataError(msg) from exc
+    return _ArraySource(arr, path, class_axis, closer)
 
 
 def _read_header(fh: IO[bytes]) -> tuple[tuple[int, ...], bool, np.dtype[Any]] | None:

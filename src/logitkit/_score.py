@@ -430,6 +430,43 @@ class MulticlassScorer:
         self.bin_correct += np.bincount(bins[correct], minlength=b)
         self.bin_conf.add(conf, bins)
 
+    def merge(self, other: MulticlassScorer) -> None:
+        """Add the counts and exact sums of `other` (same classes and options).
+
+        Every total is an integer or an :class:`ExactSums`, so scoring rows in
+        parts and merging the parts gives the same result, bit for bit, as
+        scoring them in one pass (the Dask engine does so).
+
+        Examples
+        --------
+        >>> import numpy as np
+        >>> x = np.asarray([[2.0, 0.0], [0.0, 1.0], [3.0, 1.0]])
+        >>> y = np.asarray([[0], [0], [1]])
+        >>> whole, a, b = (MulticlassScorer(2) for _ in range(3))
+        >>> whole.update(x, y, 0)
+        >>> a.update(x[:1], y[:1], 0)
+        >>> b.update(x[1:], y[1:], 1)
+        >>> a.merge(b)
+        >>> a.result() == whole.result()
+        True
+        """
+        self.rows += other.rows
+        self.scored += other.scored
+        self.ignored += other.ignored
+        self.correct += other.correct
+        for t, c in other.top_k.items():
+            self.top_k[t] += c
+        self.nll.merge(other.nll)
+        self.brier.merge(other.brier)
+        self.entropy.merge(other.entropy)
+        self.bin_count += other.bin_count
+        self.bin_correct += other.bin_correct
+        self.bin_conf.merge(other.bin_conf)
+        self.class_count += other.class_count
+        self.class_correct += other.class_correct
+        if self.class_nll is not None and other.class_nll is not None:
+            self.class_nll.merge(other.class_nll)
+
     def result(self) -> dict[str, Any]:
         """The metrics and tables, as in the module's JSON schema."""
         n = self.scored
@@ -553,6 +590,17 @@ class MultilabelScorer:
         self.subset_correct += int(
             np.count_nonzero(any_kept & (right | ~keep).all(axis=1))
         )
+
+    def merge(self, other: MultilabelScorer) -> None:
+        """Add the counts and exact sums of `other` (same labels and options)."""
+        self.rows += other.rows
+        self.ignored += other.ignored
+        self.subset_rows += other.subset_rows
+        self.subset_correct += other.subset_correct
+        self.count += other.count
+        self.positives += other.positives
+        self.correct += other.correct
+        self.bce.merge(other.bce)
 
     def result(self) -> dict[str, Any]:
         """The metrics and tables, as in the module's JSON schema."""

@@ -18,11 +18,16 @@ from pathlib import Path
 from typing import IO, TYPE_CHECKING, Any
 
 if TYPE_CHECKING:
+    from collections.abc import Callable
+
     from rich.console import Console
 
     from ._io import Source
+    from ._score import MulticlassScorer, MultilabelScorer, ScoreOptions
 
-__all__ = ["add_parser", "run"]
+    Scorer = MulticlassScorer | MultilabelScorer
+
+__all__ = ["add_parser", "feed", "new_scorer", "run", "score_options"]
 
 #: A chunk of rows in float64 (``--chunk-rows`` by default); the work on it
 #: peaks at about 8 times this (temporaries of the softmax, the Brier score).
@@ -30,6 +35,9 @@ CHUNK_BYTES = 8 * 2**20
 #: Inputs at least this large get a progress bar (on a terminal).
 PROGRESS_MIN_BYTES = 256 * 2**20
 OUTPUT_FORMATS = (".json", ".csv")
+ENGINES = ("memory", "dask")
+#: Worker processes of ``--engine dask``'s local cluster by default.
+WORKERS = 2
 
 
 def _positive(text: str) -> int:
@@ -136,6 +144,39 @@ def add_parser(sub: Any) -> None:
             "atomically; needs logitkit[plot]"
         ),
     )
+    engine = p.add_argument_group("engine")
+    engine.add_argument(
+        "--engine",
+        choices=ENGINES,
+        help=(
+            "memory: stream the rows through this process (the default); dask: "
+            "score partitions in parallel on a Dask cluster (needs logitkit[dask]; "
+            ".npy, .parquet and Zarr inputs). Same numbers, bit for bit"
+        ),
+    )
+    engine.add_argument(
+        "--workers",
+        type=_positive,
+        metavar="N",
+        help=f"--engine dask: worker processes of the local cluster (default: {WORKERS})",
+    )
+    engine.add_argument(
+        "--scheduler",
+        metavar="ADDRESS",
+        help=(
+            "score on the running Dask cluster at ADDRESS (e.g. tcp://host:8786), "
+            "which must see the files at the same paths; implies --engine dask"
+        ),
+    )
+    engine.add_argument(
+        "--partition-rows",
+        type=_positive,
+        metavar="N",
+        help=(
+            "--engine dask: rows per task (default: 64 MiB of predictions, whole "
+            "Zarr chunks, whole Parquet row groups)"
+        ),
+    )
     p.add_argument("--no-progress", action="store_true", help="no progress bar")
     p.add_argument("--no-color", action="store_true", help="plain text on a terminal")
     p.add_argument("--debug", action="store_true", help="tracebacks on errors")
@@ -234,6 +275,14 @@ def _check_usage(args: argparse.Namespace) -> None:
             ".parquet) or --labels-key (in the same .npz or Zarr group)"
         )
         raise UsageError(msg)
+    if engine(args) == "dask":
+        from ._score_dask import check_dask_usage
+
+        check_dask_usage(args)
+    elif args.workers is not None or args.partition_rows is not None:
+        option = "--workers" if args.workers is not None else "--partition-rows"
+        msg = f"{option} needs --engine dask"
+        raise UsageError(msg)
     if args.plot is not None:
         from ._plot import PLOT_FORMATS, require_matplotlib
 
@@ -246,6 +295,18 @@ def _check_usage(args: argparse.Namespace) -> None:
             )
             raise UsageError(msg)
         require_matplotlib()
+
+
+def engine(args: argparse.Namespace) -> str:
+    """The engine `args` ask for: ``--scheduler`` means Dask."""
+    from ._io import UsageError
+
+    if args.scheduler is not None:
+        if args.engine == "memory":
+            msg = "--scheduler needs --engine dask (it is the default with --scheduler)"
+            raise UsageError(msg)
+        return "dask"
+    return str(args.engine or "memory")
 
 
 def _class_axis(args: argparse.Namespace, path: Path) -> Any:
@@ -410,58 +471,110 @@ def _progress(args: argparse.Namespace, pred: Source) -> Any:
     )
 
 
-def _score(args: argparse.Namespace) -> dict[str, Any]:
+def score_options(args: argparse.Namespace, k: int) -> ScoreOptions:
+    """What to compute, from the command line, for `k` classes."""
+    from ._score import ScoreOptions
+
+    top_k = args.top_k if args.top_k is not None else ([5] if k > 5 else [])
+    return ScoreOptions(
+        probs=args.probs,
+        multilabel=args.multilabel,
+        ignore_index=args.ignore_index,
+        top_k=tuple(sorted(set(top_k))),
+        bins=args.bins,
+        per_class=args.per_class,
+        prob_tol=args.prob_tol,
+    )
+
+
+def new_scorer(k: int, opts: ScoreOptions) -> Scorer:
+    """An empty scorer of `k` classes (labels)."""
+    from ._score import MulticlassScorer, MultilabelScorer
+
+    return (MultilabelScorer if opts.multilabel else MulticlassScorer)(k, opts)
+
+
+def chunk_rows(args: argparse.Namespace, k: int) -> int:
+    """Rows per chunk: ``--chunk-rows``, or 8 MiB of float64."""
+    return int(args.chunk_rows or max(1, CHUNK_BYTES // (8 * max(k, 1))))
+
+
+def feed(
+    scorer: Scorer,
+    pred: Source,
+    lab: Source | None,
+    column: int | None,
+    *,
+    chunk: int,
+    row0: int = 0,
+    stop: int | None = None,
+    progress: Callable[[], None] | None = None,
+) -> None:
+    """Score the rows ``row0:stop`` (to the end) of `pred` and `lab`, in chunks.
+
+    Both sources are read from where they stand; ``row0`` is the number of
+    the first row, for messages. Bad data raises a one-line
+    :class:`~logitkit._io.DataError` naming the file and the row.
+    """
     import numpy as np
 
-    from . import __version__
     from ._io import DataError
-    from ._score import MulticlassScorer, MultilabelScorer, RowError, ScoreOptions
+    from ._score import RowError
+
+    while stop is None or row0 < stop:
+        n = chunk if stop is None else min(chunk, stop - row0)
+        p = pred.read(n)
+        if column is not None:
+            y = p[:, column : column + 1]
+            p = np.delete(p, column, axis=1)
+        else:
+            assert lab is not None
+            y = lab.read(n)
+        if len(p) != len(y):
+            short, other = (lab, pred) if len(y) < len(p) else (pred, lab)
+            assert short is not None
+            assert other is not None
+            end = row0 + min(len(p), len(y))
+            msg = f"{short.path}: ends after {end} rows; {other.path} has more"
+            raise DataError(msg)
+        if len(p) == 0:
+            break
+        try:
+            scorer.update(p, y, row0)
+        except RowError as exc:
+            src = pred if exc.what == "predictions" or lab is None else lab
+            msg = f"{src.path}: {exc}"
+            raise DataError(msg) from exc
+        row0 += len(p)
+        if progress is not None:
+            progress()
+
+
+def _score(args: argparse.Namespace) -> dict[str, Any]:
+    from . import __version__
 
     with contextlib.ExitStack() as stack:
         pred, lab, column = _open_inputs(args, stack)
         k = _check_sizes(pred, lab, column, args.multilabel)
-        top_k = args.top_k if args.top_k is not None else ([5] if k > 5 else [])
-        opts = ScoreOptions(
-            probs=args.probs,
-            multilabel=args.multilabel,
-            ignore_index=args.ignore_index,
-            top_k=tuple(sorted(set(top_k))),
-            bins=args.bins,
-            per_class=args.per_class,
-            prob_tol=args.prob_tol,
-        )
-        scorer = (MultilabelScorer if args.multilabel else MulticlassScorer)(k, opts)
-        chunk = args.chunk_rows or max(1, CHUNK_BYTES // (8 * max(k, 1)))
-        bar = _progress(args, pred)
-        task = None if bar is None else bar.add_task("score", total=pred.bytes_total)
-        row0 = 0
-        with bar if bar is not None else _Null():
-            while True:
-                p = pred.read(chunk)
-                if column is not None:
-                    y = p[:, column : column + 1]
-                    p = np.delete(p, column, axis=1)
-                else:
-                    assert lab is not None
-                    y = lab.read(chunk)
-                if len(p) != len(y):
-                    short, other = (lab, pred) if len(y) < len(p) else (pred, lab)
-                    assert short is not None
-                    assert other is not None
-                    n = row0 + min(len(p), len(y))
-                    msg = f"{short.path}: ends after {n} rows; {other.path} has more"
-                    raise DataError(msg)
-                if len(p) == 0:
-                    break
-                try:
-                    scorer.update(p, y, row0)
-                except RowError as exc:
-                    src = pred if exc.what == "predictions" or lab is None else lab
-                    msg = f"{src.path}: {exc}"
-                    raise DataError(msg) from exc
-                row0 += len(p)
+        opts = score_options(args, k)
+        chunk = chunk_rows(args, k)
+        if engine(args) == "dask":
+            from ._score_dask import score_on_dask
+
+            scorer = score_on_dask(args, pred, lab, k, opts, chunk)
+        else:
+            scorer = new_scorer(k, opts)
+            bar = _progress(args, pred)
+            task = (
+                None if bar is None else bar.add_task("score", total=pred.bytes_total)
+            )
+
+            def progress() -> None:
                 if bar is not None:
                     bar.update(task, completed=pred.bytes_done)
+
+            with bar if bar is not None else _Null():
+                feed(scorer, pred, lab, column, chunk=chunk, progress=progress)
     result = scorer.result()
     labels = None if lab is None else str(lab.path)
     head = {
