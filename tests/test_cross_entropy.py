@@ -641,6 +641,10 @@ class TestErrors:
             lk.sparse_softmax_cross_entropy(
                 np.zeros((2, 2, 3)), np.asarray([[0, -1], [-2, 0]]), ignore_index=-1
             )
+        # one example: a 0-d label, with and without ignore_index
+        for ii in (None, -1):
+            with pytest.raises(ValueError, match=r"got 5 at position \(\)"):
+                lk.sparse_softmax_cross_entropy(np.zeros(3), np.asarray(5), ignore_index=ii)
 
     def test_label_out_of_range_under_jit_is_nan(self) -> None:
         jax = pytest.importorskip("jax")

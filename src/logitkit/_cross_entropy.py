@@ -507,7 +507,7 @@ def _check_kept_positions(
     out = kept & ((lab < 0) | (lab >= n_classes))
     if not bool(xp.any(out)):
         return
-    pos = tuple(int(w[0]) for w in xp.nonzero(out))
+    pos = tuple(int(w[0]) for w in xp.nonzero(out)) if out.ndim else ()
     value = int(lab[pos])
     msg = (
         f"`labels` must be in [0, {n_classes}) or ignore_index; got {value} at "
