@@ -644,7 +644,9 @@ class TestErrors:
         # one example: a 0-d label, with and without ignore_index
         for ii in (None, -1):
             with pytest.raises(ValueError, match=r"got 5 at position \(\)"):
-                lk.sparse_softmax_cross_entropy(np.zeros(3), np.asarray(5), ignore_index=ii)
+                lk.sparse_softmax_cross_entropy(
+                    np.zeros(3), np.asarray(5), ignore_index=ii
+                )
 
     def test_label_out_of_range_under_jit_is_nan(self) -> None:
         jax = pytest.importorskip("jax")

@@ -25,6 +25,7 @@ from typing import Any, NamedTuple
 
 from array_api_compat import device
 
+from . import _kernels
 from ._dd import add_dd, mul_dd, sum_dd
 from ._helpers import (
     as_array,
@@ -688,6 +689,22 @@ def sparse_softmax_cross_entropy(
     ...     x, np.asarray([1, -100]), ignore_index=-100, reduction="mean"))
     9.357622912219837e-14
     """
+    # --- fast path: compiled kernels for NumPy float32/float64 (``_kernels``) ---
+    if (
+        where is None
+        and class_weights is None
+        and label_smoothing == 0.0
+        and z_loss == 0.0
+        and softcap is None
+        and temperature == 1.0
+        and xp is None
+    ):
+        fast = _kernels.sparse_softmax_cross_entropy(
+            logits, labels, axis, ignore_index, reduction
+        )
+        if fast is not None:
+            return fast
+    # --- end of fast path ---
     value, _ = _sparse(
         logits,
         labels,

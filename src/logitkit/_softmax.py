@@ -24,6 +24,7 @@ from typing import Any, NamedTuple
 
 from array_api_compat import device
 
+from . import _kernels
 from ._dd import add_dd, div_dd, exp_dd, log1p_dd, sum_dd
 from ._helpers import (
     add_rounded,
@@ -241,6 +242,12 @@ def logsumexp(
     >>> float(lse), float(sign)
     (2.48988012564475, -1.0)
     """
+    # --- fast path: compiled kernels for NumPy float32/float64 (``_kernels``) ---
+    if b is None and where is None and xp is None:
+        fast = _kernels.logsumexp(x, axis, keepdims, return_sign)
+        if fast is not None:
+            return fast
+    # --- end of fast path ---
     if b is None:
         p = _prepare(x, axis, where, 1.0, xp=xp)
         xp = p.xp
@@ -387,6 +394,12 @@ def softmax(
     >>> lk.softmax([[-np.inf, -np.inf]])  # no valid entry: zeros, not NaN
     array([[0., 0.]])
     """
+    # --- fast path: compiled kernels for NumPy float32/float64 (``_kernels``) ---
+    if where is None and temperature == 1.0 and xp is None:
+        fast = _kernels.softmax(x, axis, out)
+        if fast is not None:
+            return fast
+    # --- end of fast path ---
     p = _prepare(x, axis, where, temperature, xp=xp)
     xp = p.xp
     if p.x.shape[-1] == 0:
@@ -473,6 +486,12 @@ def log_softmax(
     >>> float(lk.log_softmax([0.0, 29.933606208922594])[1])  # x - logsumexp(x) gives -9.9476e-14
     -9.999999999999498e-14
     """
+    # --- fast path: compiled kernels for NumPy float32/float64 (``_kernels``) ---
+    if where is None and temperature == 1.0 and xp is None:
+        fast = _kernels.log_softmax(x, axis, out)
+        if fast is not None:
+            return fast
+    # --- end of fast path ---
     p = _prepare(x, axis, where, temperature, xp=xp)
     xp = p.xp
     if p.x.shape[-1] == 0:

@@ -1,0 +1,296 @@
+"""Compiled CPU kernels (numba) of the softmax family for NumPy arrays.
+
+``_f32`` computes float32 results (float64 arithmetic, a polynomial ``exp``),
+``_f64`` float64 results (double-double, a port of ``logitkit._dd``).
+
+The public functions of ``logitkit._softmax`` and ``logitkit._cross_entropy``
+call the dispatchers here first. A dispatcher returns ``None`` when its input
+does not qualify (not a ``numpy.ndarray`` of float32/float64, an option other
+than the common ones, an empty axis, numba missing, kernels disabled), and
+the portable Array-API code then runs as before. Where a kernel runs, it
+gives the portable path's values and special values, bit for bit but for the
+rare double roundings both are exposed to (see ``docs/performance.md``).
+
+Nothing is imported here at ``import logitkit``: numba and the kernels are
+loaded on the first qualifying call.
+
+Environment:
+
+- ``LOGITKIT_DISABLE_KERNELS=1`` forces the portable path (read on each call);
+- ``LOGITKIT_NUM_THREADS=N`` caps the kernels' threads (read once, at load).
+"""
+
+from __future__ import annotations
+
+import functools
+import os
+import sys
+from types import ModuleType, SimpleNamespace
+from typing import Any
+
+__all__ = [
+    "available",
+    "disabled",
+    "log_softmax",
+    "logsumexp",
+    "softmax",
+    "sparse_softmax_cross_entropy",
+]
+
+# Below this many elements one thread does the work: waking the thread pool
+# costs a scheduler time slice (~4-8 ms measured) when the cores are busy.
+_PARALLEL_MIN = 1 << 20
+
+_state: dict[str, Any] = {}
+
+
+def disabled() -> bool:
+    """Whether ``LOGITKIT_DISABLE_KERNELS`` turns the kernels off."""
+    v = os.environ.get("LOGITKIT_DISABLE_KERNELS", "")
+    return v not in ("", "0", "false", "False", "no")
+
+
+def _load() -> tuple[ModuleType, ModuleType] | None:
+    """Import numba and the kernels once; None where numba is missing."""
+    if "mods" in _state:
+        mods: tuple[ModuleType, ModuleType] | None = _state["mods"]
+        return mods
+    try:
+        import numba
+
+        from . import _f32, _f64
+    except ImportError as exc:
+        _state["mods"] = None
+        _state["error"] = repr(exc)
+        return None
+    limit = os.environ.get("LOGITKIT_NUM_THREADS", "")
+    if limit.isdigit():  # anything else is ignored
+        top = getattr(numba.config, "NUMBA_NUM_THREADS", 1)
+        numba.set_num_threads(max(1, min(int(limit), top)))
+    _state["mods"] = (_f32, _f64)
+    return _state["mods"]  # type: ignore[no-any-return]
+
+
+def available() -> bool:
+    """Whether the compiled kernels are in use (numba imports, not disabled)."""
+    return not disabled() and _load() is not None
+
+
+def _numpy_input(x: Any) -> Any:
+    """numpy if `x` is a float32/float64 ndarray a kernel can take, else None."""
+    if type(x).__name__ != "ndarray" or type(x).__module__ != "numpy":
+        return None
+    np = sys.modules["numpy"]
+    if x.dtype not in (np.float32, np.float64) or not x.dtype.isnative:
+        return None
+    if x.ndim == 0 or x.size == 0 or disabled():
+        return None
+    return np
+
+
+def _class_axis(axis: Any, ndim: int) -> int | None:
+    """`axis` as a non-negative int when it names one valid axis, else None."""
+    if axis is None:
+        return 0 if ndim == 1 else None
+    if isinstance(axis, tuple):
+        if len(axis) != 1:
+            return None
+        axis = axis[0]
+    if type(axis) is not int or not -ndim <= axis < ndim:
+        return None  # the portable path raises the error
+    return axis % ndim
+
+
+def _rows(np: Any, x: Any, axis: int) -> Any:
+    """`x` as a C-contiguous (rows, classes) array, classes from `axis`."""
+    if axis != x.ndim - 1:
+        x = np.moveaxis(x, axis, -1)
+    x = np.ascontiguousarray(x)
+    return x.reshape(-1, x.shape[-1])
+
+
+def _kernel(mods: tuple[ModuleType, ModuleType], dtype: Any, name: str) -> Any:
+    """The (serial, parallel) pair of kernel `name` for `dtype`, or None."""
+    mod = mods[0] if dtype == sys.modules["numpy"].float32 else mods[1]
+    serial = getattr(mod, name + "_serial", None)
+    if serial is None:
+        return None
+    return serial, getattr(mod, name + "_parallel")
+
+
+def _run(kernels: tuple[Any, Any], rows: int, n: int, *args: Any) -> None:
+    serial, parallel = kernels
+    if rows > 1 and rows * n >= _PARALLEL_MIN:
+        import numba
+
+        parallel(*args, min(rows, 4 * numba.get_num_threads()))
+    else:
+        serial(*args, 1)
+
+
+def _normalise(x: Any, axis: Any, out: Any, *, name: str) -> Any | None:
+    np = _numpy_input(x)
+    if np is None:
+        return None
+    a = _class_axis(axis, x.ndim)
+    if a is None:
+        return None
+    if out is not None and not (
+        type(out) is np.ndarray and out.shape == x.shape and out.dtype == x.dtype
+    ):
+        return None  # the portable path raises the error
+    mods = _load()
+    if mods is None:
+        return None
+    kernel = _kernel(mods, x.dtype, name)
+    if kernel is None:
+        return None
+    xr = _rows(np, x, a)
+    rows, n = xr.shape
+    direct = out is not None and a == x.ndim - 1 and out.flags.c_contiguous
+    yr = out.reshape(rows, n) if direct else np.empty_like(xr)
+    _run(kernel, rows, n, xr, yr)
+    if direct:
+        return out
+    y = yr.reshape(*(s for i, s in enumerate(x.shape) if i != a), n)
+    if a != x.ndim - 1:
+        y = np.moveaxis(y, -1, a)
+    if out is not None:
+        out[...] = y
+        return out
+    return y
+
+
+def softmax(x: Any, axis: Any, out: Any) -> Any | None:
+    """``softmax(x, axis, out=out)`` by a kernel, or None (see module doc)."""
+    return _normalise(x, axis, out, name="softmax")
+
+
+def log_softmax(x: Any, axis: Any, out: Any) -> Any | None:
+    """``log_softmax(x, axis, out=out)`` by a kernel, or None."""
+    return _normalise(x, axis, out, name="log_softmax")
+
+
+def logsumexp(x: Any, axis: Any, keepdims: bool, return_sign: bool) -> Any | None:
+    """``logsumexp(x, axis, keepdims=..., return_sign=...)`` by a kernel, or None."""
+    np = _numpy_input(x)
+    if np is None:
+        return None
+    if axis is None or (isinstance(axis, tuple) and len(axis) == x.ndim > 1):
+        try:
+            if axis is not None and sorted(a % x.ndim for a in axis) != list(
+                range(x.ndim)
+            ):
+                return None
+        except TypeError:
+            return None
+        xr = np.ascontiguousarray(x).reshape(1, -1)
+        shape: tuple[int, ...] = (1,) * x.ndim if keepdims else ()
+    else:
+        a = _class_axis(axis, x.ndim)
+        if a is None:
+            return None
+        xr = _rows(np, x, a)
+        shape = tuple(
+            1 if i == a else s for i, s in enumerate(x.shape) if keepdims or i != a
+        )
+    mods = _load()
+    if mods is None:
+        return None
+    kernel = _kernel(mods, x.dtype, "logsumexp")
+    if kernel is None:
+        return None
+    rows, n = xr.shape
+    lse = np.empty(rows, dtype=x.dtype)
+    _run(kernel, rows, n, xr, lse)
+    lse = lse.reshape(shape)
+    if not return_sign:
+        return lse
+    sign = np.where(lse == -np.inf, 0.0, 1.0).astype(x.dtype)
+    sign = np.where(np.isnan(lse), lse, sign)
+    return lse, sign
+
+
+@functools.cache
+def _helpers() -> SimpleNamespace:
+    """The portable path's checks (imported once: this module loads first)."""
+    from array_api_compat import array_namespace
+
+    from .._cross_entropy import (
+        _check_int_labels,
+        _check_kept_positions,
+        _labels_array,
+    )
+    from .._one_hot import check_labels
+    from .._reduction import check_reduction, check_shape, reduce
+
+    return SimpleNamespace(
+        array_namespace=array_namespace,
+        check_int_labels=_check_int_labels,
+        check_kept_positions=_check_kept_positions,
+        labels_array=_labels_array,
+        check_labels=check_labels,
+        check_reduction=check_reduction,
+        check_shape=check_shape,
+        reduce=reduce,
+    )
+
+
+def sparse_softmax_cross_entropy(
+    logits: Any, labels: Any, axis: Any, ignore_index: Any, reduction: str
+) -> Any | None:
+    """The plain sparse cross entropy (no weights, smoothing, ...) by a kernel."""
+    np = _numpy_input(logits)
+    if np is None:
+        return None
+    x = logits
+    a = _class_axis(axis, x.ndim)
+    if a is None:
+        return None
+    mods = _load()
+    if mods is None:
+        return None
+    kernel = _kernel(mods, x.dtype, "sparse_ce")
+    if kernel is None:
+        return None
+    # The portable path's own checks, in its order and with its messages.
+    h = _helpers()
+    h.check_reduction(reduction)
+    if ignore_index is not None and not isinstance(ignore_index, int):
+        return None
+    xp = h.array_namespace(x)
+    lab = labels if type(labels) is np.ndarray else h.labels_array(labels, x, xp=xp)
+    if lab.dtype.kind not in "iu":
+        h.check_int_labels(lab)
+    n = x.shape[a]
+    expected = tuple(s for i, s in enumerate(x.shape) if i != a)
+    if lab.shape != expected:
+        h.check_shape(lab, expected, x, what="of the logits without axis")
+    kept = None
+    if ignore_index is None:
+        if lab.size and (lab.min() < 0 or lab.max() >= n):
+            h.check_labels(lab, n, name="labels", xp=xp)
+        y = lab.astype(np.int64, copy=False).reshape(-1)
+    else:
+        kept = lab != np.asarray(int(ignore_index), dtype=lab.dtype)
+        y = np.where(kept, lab, -1).astype(np.int64, copy=False).reshape(-1)
+        if y.size and (y.min() < -1 or y.max() >= n or (lab[kept] < 0).any()):
+            h.check_kept_positions(lab, kept, n, xp=xp)
+    y = np.ascontiguousarray(y)
+    xr = _rows(np, x, a)
+    rows = xr.shape[0]
+    refine = x.dtype == np.float64  # double-double: the low parts too
+    loss = np.empty(rows, dtype=x.dtype if reduction == "none" else np.float64)
+    lo = np.empty(rows, dtype=np.float64) if refine else None
+    _run(kernel, rows, n, xr, y, loss, *(() if lo is None else (lo,)))
+    if reduction == "none":
+        return loss.reshape(expected)
+    count = np.asarray(float(rows if kept is None else np.count_nonzero(kept)))
+    return h.reduce(
+        loss.reshape(expected),
+        reduction,
+        out_dtype=x.dtype,
+        lo=None if lo is None else lo.reshape(expected),
+        count=count,
+        xp=xp,
+    )

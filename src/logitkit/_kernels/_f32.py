@@ -1,0 +1,299 @@
+r"""numba kernels of the softmax family for float32 results (computed in float64).
+
+Every function works on a C-contiguous 2-D array ``x`` of shape (rows, n),
+``n >= 1``, the classes along the last axis, and computes exactly what the
+portable path computes (``logitkit._softmax._row_stats`` with ``refine=False``):
+with ``m`` the row maximum, ``d_j = x_j - m`` (in float64),
+``S = sum_{j != k} exp(d_j)`` and ``L = log1p(S)``,
+
+- softmax: ``exp(d_j) / (1 + S)``,
+- log_softmax: ``d_j - L``,
+- logsumexp: ``m + L``,
+- sparse cross entropy: ``L - d_y``,
+
+each rounded once to the output dtype. ``exp`` is a float64 polynomial
+(relative error ~1e-17 before its last rounding, about 1 ulp of float64 in
+all): results differ from NumPy's ``exp`` in the last bit of the float64
+intermediate, which moves the float32 result only when it lies within about
+``2**-52`` (relative) of a rounding boundary of float32, a double rounding
+the portable path is exposed to as well.
+
+Rows whose maximum is not finite or that hold a NaN take a scalar path with
+the portable path's special values.
+"""
+
+from __future__ import annotations
+
+import math
+from typing import Any
+
+import numpy as np
+from numba import njit, prange
+
+from ._intrinsics import as_float, as_int, fma, maxnum32
+
+__all__ = [
+    "log_softmax_parallel",
+    "log_softmax_serial",
+    "logsumexp_parallel",
+    "logsumexp_serial",
+    "softmax_parallel",
+    "softmax_serial",
+    "sparse_ce_parallel",
+    "sparse_ce_serial",
+]
+
+_LOG2E = 1.4426950408889634
+_LN2_HI = 0.6931471805599453
+_LN2_LO = 2.3190468138462996e-17
+_SHIFT = 6755399441055744.0  # 1.5 * 2**52: adding it rounds to an integer
+# (exp(r) - 1) / r on [-0.3466, 0.3466], Chebyshev interpolation, degree 10:
+# 1 + r * q(r) is within 1e-17 of exp(r) (relative) before rounding.
+_Q0 = 1.0
+_Q1 = 0.5000000000000006
+_Q2 = 0.1666666666666667
+_Q3 = 0.041666666666573086
+_Q4 = 0.008333333333326136
+_Q5 = 0.0013888888932508548
+_Q6 = 0.00019841269874815834
+_Q7 = 2.4801504321690158e-05
+_Q8 = 2.7557255406285044e-06
+_Q9 = 2.7626367775723217e-07
+_Q10 = 2.5105214474751413e-08
+# Below this d, exp(d) < 2**-1021: such terms cannot move a float32 result
+# (they are taken as 0), and 2**k stays a normal number.
+_CUT = -708.0
+
+_FM: Any = {"reassoc", "nsz"}  # sums only: lets LLVM vectorise the reductions
+_KW: Any = {"cache": True, "nogil": True, "error_model": "numpy"}
+
+
+@njit(inline="always", **_KW)  # type: ignore[untyped-decorator]
+def exp_nonpos(d: float) -> float:
+    """``exp(d)`` for ``d <= 0`` (or NaN, which propagates); 0 below -708.
+
+    No fast-math here: the shifter must not be folded.
+    """
+    dc = _CUT if d < _CUT else d  # noqa: FURB136 (max() would drop a NaN)
+    t = fma(dc, _LOG2E, _SHIFT)
+    k = t - _SHIFT
+    r = fma(-k, _LN2_HI, dc)
+    r = fma(-k, _LN2_LO, r)
+    # Estrin's scheme: a short dependency chain (the loop is latency-bound).
+    r2 = r * r
+    r4 = r2 * r2
+    b0 = fma(r2, fma(r, _Q3, _Q2), fma(r, _Q1, _Q0))
+    b1 = fma(r2, fma(r, _Q7, _Q6), fma(r, _Q5, _Q4))
+    b2 = fma(r2, _Q10, fma(r, _Q9, _Q8))
+    q = fma(r4 * r4, b2, fma(r4, b1, b0))
+    e = fma(r, q, 1.0)
+    e = e * as_float((as_int(t) + 1023) << 52)
+    return 0.0 if d < _CUT else e
+
+
+@njit(fastmath={"nnan", "nsz", "reassoc"}, **_KW)  # type: ignore[untyped-decorator]
+def _row_max(x: Any, i: int, n: int) -> float:
+    m = np.float32(-np.inf)
+    for j in range(n):
+        m = maxnum32(m, x[i, j])
+    return float(m)
+
+
+@njit(fastmath=_FM, **_KW)  # type: ignore[untyped-decorator]
+def _row_sum(x: Any, i: int, n: int, m: float) -> tuple[float, float]:
+    """``exp(x_j - m)`` summed over ``x_j < m``, and the count of ``x_j = m``.
+
+    ``S = s + (t - 1)`` is formed by the caller, outside this fast-math
+    function: reassociated to ``(s + t) - 1`` it would lose a tiny ``s``.
+    A NaN in the row makes ``s`` NaN.
+    """
+    s = 0.0
+    t = 0.0
+    for j in range(n):
+        d = np.float64(x[i, j]) - m
+        e = exp_nonpos(d)
+        s += e if d != 0.0 else 0.0
+        t += 1.0 if d == 0.0 else 0.0
+    return s, t
+
+
+@njit(fastmath=_FM, **_KW)  # type: ignore[untyped-decorator]
+def _row_sum_store(x: Any, i: int, n: int, m: float, buf: Any) -> tuple[float, float]:
+    """:func:`_row_sum`, keeping each ``exp(x_j - m)`` in `buf`."""
+    s = 0.0
+    t = 0.0
+    for j in range(n):
+        d = np.float64(x[i, j]) - m
+        e = exp_nonpos(d)
+        buf[j] = e
+        s += e if d != 0.0 else 0.0
+        t += 1.0 if d == 0.0 else 0.0
+    return s, t
+
+
+@njit(**_KW)  # type: ignore[untyped-decorator]
+def _special(x: Any, i: int, n: int, m: float, buf: Any) -> tuple[float, float, bool]:
+    """A row with a NaN or a non-finite maximum, as the portable path treats it.
+
+    Fills `buf` with ``d_j`` and returns ``(m, S, nan_row)``: with ``+inf``
+    entries ``d_j`` is 0 there and ``-inf`` elsewhere, ``S`` their count
+    less one; an all ``-inf`` row has ``d_j = -inf`` and ``S = 0``.
+    """
+    for j in range(n):
+        if math.isnan(x[i, j]):
+            return m, math.nan, True
+    if m == math.inf:
+        c = 0.0
+        for j in range(n):
+            if x[i, j] == math.inf:
+                buf[j] = 0.0
+                c += 1.0
+            else:
+                buf[j] = -math.inf
+        return m, c - 1.0, False
+    for j in range(n):
+        buf[j] = -math.inf
+    return m, 0.0, False
+
+
+@njit(**_KW)  # type: ignore[untyped-decorator]
+def _softmax_row(x: Any, out: Any, i: int, n: int, buf: Any) -> None:
+    m = _row_max(x, i, n)
+    if math.isfinite(m):
+        s, t = _row_sum_store(x, i, n, m, buf)
+        s = s + (t - 1.0)
+        if not math.isnan(s):
+            r = 1.0 / (1.0 + s)
+            for j in range(n):
+                out[i, j] = buf[j] * r
+            return
+    m, s, nan_row = _special(x, i, n, m, buf)
+    if nan_row:
+        for j in range(n):
+            out[i, j] = math.nan
+        return
+    r = 1.0 / (1.0 + s)
+    for j in range(n):
+        out[i, j] = (1.0 if buf[j] == 0.0 else 0.0) * r
+
+
+@njit(**_KW)  # type: ignore[untyped-decorator]
+def _log_softmax_row(x: Any, out: Any, i: int, n: int, buf: Any) -> None:
+    m = _row_max(x, i, n)
+    if math.isfinite(m):
+        s, t = _row_sum(x, i, n, m)
+        s = s + (t - 1.0)
+        if not math.isnan(s):
+            big = math.log1p(s)
+            for j in range(n):
+                out[i, j] = (np.float64(x[i, j]) - m) - big
+            return
+    m, s, nan_row = _special(x, i, n, m, buf)
+    if nan_row:
+        for j in range(n):
+            out[i, j] = math.nan
+        return
+    big = math.log1p(s)
+    for j in range(n):
+        out[i, j] = buf[j] - big
+
+
+@njit(**_KW)  # type: ignore[untyped-decorator]
+def _lse_row(x: Any, out: Any, i: int, n: int, buf: Any) -> None:
+    m = _row_max(x, i, n)
+    if math.isfinite(m):
+        s, t = _row_sum(x, i, n, m)
+        s = s + (t - 1.0)
+        if not math.isnan(s):
+            out[i] = m + math.log1p(s)
+            return
+    m, s, nan_row = _special(x, i, n, m, buf)
+    out[i] = math.nan if nan_row else m + math.log1p(s)
+
+
+@njit(**_KW)  # type: ignore[untyped-decorator]
+def _ce_row(x: Any, labels: Any, out: Any, i: int, n: int, buf: Any) -> None:
+    y = labels[i]
+    if y < 0:  # ignored (validated in Python): loss 0, row not read
+        out[i] = 0.0
+        return
+    m = _row_max(x, i, n)
+    if math.isfinite(m):
+        s, t = _row_sum(x, i, n, m)
+        s = s + (t - 1.0)
+        if not math.isnan(s):
+            out[i] = math.log1p(s) - (np.float64(x[i, y]) - m)
+            return
+    m, s, nan_row = _special(x, i, n, m, buf)
+    out[i] = math.nan if nan_row else math.log1p(s) - buf[y]
+
+
+# Drivers: serial, and parallel over `nchunks` chunks of rows (one buffer each).
+
+
+@njit(**_KW)  # type: ignore[untyped-decorator]
+def softmax_serial(x: Any, out: Any, _nchunks: int) -> None:
+    rows, n = x.shape
+    buf = np.empty(n, np.float64)
+    for i in range(rows):
+        _softmax_row(x, out, i, n, buf)
+
+
+@njit(parallel=True, **_KW)  # type: ignore[untyped-decorator]
+def softmax_parallel(x: Any, out: Any, nchunks: int) -> None:
+    rows, n = x.shape
+    for c in prange(nchunks):
+        buf = np.empty(n, np.float64)
+        for i in range(c * rows // nchunks, (c + 1) * rows // nchunks):
+            _softmax_row(x, out, i, n, buf)
+
+
+@njit(**_KW)  # type: ignore[untyped-decorator]
+def log_softmax_serial(x: Any, out: Any, _nchunks: int) -> None:
+    rows, n = x.shape
+    buf = np.empty(n, np.float64)
+    for i in range(rows):
+        _log_softmax_row(x, out, i, n, buf)
+
+
+@njit(parallel=True, **_KW)  # type: ignore[untyped-decorator]
+def log_softmax_parallel(x: Any, out: Any, nchunks: int) -> None:
+    rows, n = x.shape
+    for c in prange(nchunks):
+        buf = np.empty(n, np.float64)
+        for i in range(c * rows // nchunks, (c + 1) * rows // nchunks):
+            _log_softmax_row(x, out, i, n, buf)
+
+
+@njit(**_KW)  # type: ignore[untyped-decorator]
+def logsumexp_serial(x: Any, out: Any, _nchunks: int) -> None:
+    rows, n = x.shape
+    buf = np.empty(n, np.float64)
+    for i in range(rows):
+        _lse_row(x, out, i, n, buf)
+
+
+@njit(parallel=True, **_KW)  # type: ignore[untyped-decorator]
+def logsumexp_parallel(x: Any, out: Any, nchunks: int) -> None:
+    rows, n = x.shape
+    for c in prange(nchunks):
+        buf = np.empty(n, np.float64)
+        for i in range(c * rows // nchunks, (c + 1) * rows // nchunks):
+            _lse_row(x, out, i, n, buf)
+
+
+@njit(**_KW)  # type: ignore[untyped-decorator]
+def sparse_ce_serial(x: Any, labels: Any, out: Any, _nchunks: int) -> None:
+    rows, n = x.shape
+    buf = np.empty(n, np.float64)
+    for i in range(rows):
+        _ce_row(x, labels, out, i, n, buf)
+
+
+@njit(parallel=True, **_KW)  # type: ignore[untyped-decorator]
+def sparse_ce_parallel(x: Any, labels: Any, out: Any, nchunks: int) -> None:
+    rows, n = x.shape
+    for c in prange(nchunks):
+        buf = np.empty(n, np.float64)
+        for i in range(c * rows // nchunks, (c + 1) * rows // nchunks):
+            _ce_row(x, labels, out, i, n, buf)

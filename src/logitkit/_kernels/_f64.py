@@ -1,0 +1,406 @@
+r"""numba kernels of the softmax family for float64 results (double-double).
+
+A scalar port of the portable float64 path (``logitkit._dd``: TwoSum,
+Dekker products, the table-driven ``exp_dd`` with its subnormal rounding,
+the Newton-corrected ``log1p_dd``), operation for operation, so that every
+value is the same double-double before its one final rounding. The one
+difference is the order of the sum ``S`` (a running compensated sum here, a
+pairwise tree there): both are within ~2**-100 of the exact sum, far below
+what the final rounding can see. No fast-math anywhere (error-free
+transformations do not survive reassociation or FMA contraction).
+
+Drivers have the signatures of :mod:`._f32`'s; the cross entropy also
+writes the low parts of the losses (for ``"mean"``/``"sum"``).
+"""
+
+# numba-compiled helpers are untyped for mypy: their results are Any.
+# mypy: disable-error-code="no-any-return"
+
+from __future__ import annotations
+
+import math
+from typing import Any
+
+import numpy as np
+from numba import njit, prange
+
+from .._dd import _N, _tables
+from ._intrinsics import maxnum64
+
+__all__ = [
+    "log_softmax_parallel",
+    "log_softmax_serial",
+    "logsumexp_parallel",
+    "logsumexp_serial",
+    "softmax_parallel",
+    "softmax_serial",
+    "sparse_ce_parallel",
+    "sparse_ce_serial",
+]
+
+_T = _tables()
+_VALUES = np.asarray(_T.values, dtype=np.float64)
+_T_HI = _VALUES[0:_N].copy()
+_T_LO = _VALUES[_N : 2 * _N].copy()
+_D_HI = _VALUES[2 * _N : 4 * _N].copy()
+_D_LO = _VALUES[4 * _N : 6 * _N].copy()
+_INV_STEP = _T.inv_step
+_C1 = _T.c1
+_C2 = _T.c2
+_C3 = _T.c3
+_NF = float(_N)
+_INV_N = 1.0 / _N
+_SHIFT = 6755399441055744.0  # 1.5 * 2**52: round half to even (np.round)
+_SPLITTER = 134217729.0
+_TINY = 2.0**-1074
+_EXP_MAX = 709.782712893384
+_EXP_MIN = -746.0
+_HALF_MAX = float(np.finfo(np.float64).max) * 0.5
+_DD_SAFE = 2.0**990
+_TAIL3 = 1.0 / 6.0
+_TAIL4 = 1.0 / 24.0
+_TAIL5 = 1.0 / 120.0
+_TAIL6 = 1.0 / 720.0
+_TAIL7 = 1.0 / 5040.0
+
+_KW: Any = {"cache": True, "nogil": True, "error_model": "numpy"}
+
+
+@njit(**_KW)  # type: ignore[untyped-decorator]
+def two_sum(a: float, b: float) -> tuple[float, float]:
+    s = a + b
+    bb = s - a
+    return s, (a - (s - bb)) + (b - bb)
+
+
+@njit(**_KW)  # type: ignore[untyped-decorator]
+def fast_two_sum(a: float, b: float) -> tuple[float, float]:
+    s = a + b
+    return s, b - (s - a)
+
+
+@njit(**_KW)  # type: ignore[untyped-decorator]
+def _split(a: float) -> tuple[float, float]:
+    c = a * _SPLITTER
+    hi = c - (c - a)
+    return hi, a - hi
+
+
+@njit(**_KW)  # type: ignore[untyped-decorator]
+def two_prod(a: float, b: float) -> tuple[float, float]:
+    p = a * b
+    a_hi, a_lo = _split(a)
+    b_hi, b_lo = _split(b)
+    return p, (((a_hi * b_hi - p) + a_hi * b_lo) + a_lo * b_hi) + a_lo * b_lo
+
+
+@njit(**_KW)  # type: ignore[untyped-decorator]
+def _square(a: float) -> tuple[float, float]:
+    p = a * a
+    a_hi, a_lo = _split(a)
+    return p, ((a_hi * a_hi - p) + (2.0 * a_hi) * a_lo) + a_lo * a_lo
+
+
+@njit(**_KW)  # type: ignore[untyped-decorator]
+def add_dd(a_hi: float, a_lo: float, b_hi: float, b_lo: float) -> tuple[float, float]:
+    s, e = two_sum(a_hi, b_hi)
+    t, f = two_sum(a_lo, b_lo)
+    s, e = fast_two_sum(s, e + t)
+    return fast_two_sum(s, e + f)
+
+
+@njit(**_KW)  # type: ignore[untyped-decorator]
+def mul_dd(a_hi: float, a_lo: float, b_hi: float, b_lo: float) -> tuple[float, float]:
+    p, e = two_prod(a_hi, b_hi)
+    return fast_two_sum(p, e + (a_hi * b_lo + a_lo * b_hi))
+
+
+@njit(**_KW)  # type: ignore[untyped-decorator]
+def div_dd(a_hi: float, a_lo: float, b_hi: float, b_lo: float) -> tuple[float, float]:
+    q1 = a_hi / b_hi
+    p, e = two_prod(q1, b_hi)
+    r = (((a_hi - p) - e) + a_lo) - q1 * b_lo
+    return fast_two_sum(q1, r / b_hi)
+
+
+@njit(**_KW)  # type: ignore[untyped-decorator]
+def _expm1_small(r_hi: float, r_lo: float) -> tuple[float, float]:
+    t = _TAIL7
+    t = t * r_hi + _TAIL6
+    t = t * r_hi + _TAIL5
+    t = t * r_hi + _TAIL4
+    t = t * r_hi + _TAIL3
+    sq_hi, sq_lo = _square(r_hi)
+    sq_lo = sq_lo + (2.0 * r_hi) * r_lo
+    q_hi, q_e = fast_two_sum(0.5 * sq_hi, (sq_hi * r_hi) * t)
+    p_hi, p_e = fast_two_sum(r_hi, q_hi)
+    return fast_two_sum(p_hi, p_e + (r_lo + (q_e + 0.5 * sq_lo)))
+
+
+@njit(**_KW)  # type: ignore[untyped-decorator]
+def _exp_parts(hi: float, lo: float) -> tuple[float, float, int, float, float]:
+    """``k``, ``q``, the table index ``j`` and ``expm1(r)`` of ``exp_dd``'s reduction."""
+    v = hi * _INV_STEP
+    k = (v + _SHIFT) - _SHIFT
+    r_hi, r_lo = two_sum(hi - k * _C1, -(k * _C2))
+    r_hi, r_lo = two_sum(r_hi, (r_lo + lo) - k * _C3)
+    q = math.floor(k * _INV_N)
+    j = int(k - q * _NF)
+    p_hi, p_lo = _expm1_small(r_hi, r_lo)
+    return k, q, j, p_hi, p_lo
+
+
+@njit(**_KW)  # type: ignore[untyped-decorator]
+def _mantissa(j: int, p_hi: float, p_lo: float) -> tuple[float, float, float, float]:
+    t_hi = _T_HI[j]
+    t_lo = _T_LO[j]
+    tp_hi, tp_lo = mul_dd(t_hi, t_lo, p_hi, p_lo)
+    s, err = fast_two_sum(t_hi, tp_hi)
+    m_hi, m_lo = fast_two_sum(s, err + (tp_lo + t_lo))
+    return m_hi, m_lo, tp_hi, tp_lo
+
+
+@njit(**_KW)  # type: ignore[untyped-decorator]
+def _powers(q: float) -> tuple[float, float]:
+    q1 = math.floor(q * 0.5)
+    return math.ldexp(1.0, int(q1)), math.ldexp(1.0, int(q - q1))
+
+
+@njit(**_KW)  # type: ignore[untyped-decorator]
+def exp_dd(hi: float, lo: float) -> tuple[float, float]:
+    """``logitkit._dd.exp_dd`` of one value (subnormal results rounded once)."""
+    if not (hi >= _EXP_MIN and hi <= _EXP_MAX):
+        if hi < 0.0:
+            return 0.0, 0.0
+        if hi > 0.0:
+            return math.inf, 0.0
+        return hi, 0.0
+    _, q, j, p_hi, p_lo = _exp_parts(hi, lo)
+    m_hi, m_lo, _, _ = _mantissa(j, p_hi, p_lo)
+    p1, p2 = _powers(q)
+    t = (m_hi * p1) * p2
+    d = m_hi - (t / p2) / p1
+    half = ((_TINY / p2) / p1) * 0.5
+    up = (d > half) or (d == half and m_lo > 0.0)
+    down = (d < -half) or (d == -half and m_lo < 0.0)
+    t = (t + (_TINY if up else 0.0)) - (_TINY if down else 0.0)
+    return t, (m_lo * p1) * p2
+
+
+@njit(**_KW)  # type: ignore[untyped-decorator]
+def log1p_dd(s_hi: float, s_lo: float) -> tuple[float, float]:
+    """``logitkit._dd.log1p_dd`` of one value."""
+    if not math.isfinite(s_hi):
+        return s_hi, 0.0
+    y0 = math.log1p(s_hi)
+    k, q, j, p_hi, p_lo = _exp_parts(-y0, 0.0)
+    m_hi, m_lo, tp_hi, tp_lo = _mantissa(j, p_hi, p_lo)
+    if q >= -1.0:
+        idx = int(k - (2.0 * _NF) * q)
+        scale = 0.5 if q < 0.0 else 1.0
+        d_hi, d_lo = add_dd(_D_HI[idx], _D_LO[idx], tp_hi * scale, tp_lo * scale)
+        se_hi, se_lo = mul_dd(s_hi, s_lo, m_hi * scale, m_lo * scale)
+        c_hi, c_lo = add_dd(d_hi, d_lo, se_hi, se_lo)
+    else:
+        p1, p2 = _powers(q)
+        a_hi = (s_hi * p1) * p2
+        a_lo = (s_lo * p1) * p2
+        one_hi = (1.0 * p1) * p2
+        a_hi, a_e = two_sum(a_hi, one_hi)
+        a_hi, a_lo = fast_two_sum(a_hi, a_e + a_lo)
+        am_hi, am_lo = mul_dd(a_hi, a_lo, m_hi, m_lo)
+        c_hi, c_lo = two_sum(am_hi - 1.0, am_lo)
+    l_hi, l_e = two_sum(y0, c_hi)
+    return fast_two_sum(l_hi, l_e + (c_lo - 0.5 * (c_hi * c_hi)))
+
+
+@njit(**_KW)  # type: ignore[untyped-decorator]
+def add_rounded(hi: float, lo: float, b: float) -> float:
+    if math.isfinite(hi) and math.isfinite(b):
+        t, err = two_sum(hi, b)
+        return t + (err + lo)
+    return hi + b
+
+
+@njit(**_KW)  # type: ignore[untyped-decorator]
+def _d(v: float, m: float) -> tuple[float, float]:
+    """``x - m`` and its rounding error, as the portable path forms them."""
+    if math.isinf(m):  # +inf maximum: +inf entries 0, the rest -inf
+        if m > 0.0:
+            return (0.0 if v == math.inf else -math.inf), 0.0
+        return -math.inf, 0.0  # all -inf row (m_safe = 0)
+    if v * 0.5 - m * 0.5 < -_HALF_MAX:
+        return -math.inf, 0.0
+    d = v - m
+    if not math.isfinite(d):
+        return d, 0.0
+    _, err = two_sum(v, -m)
+    return d, err
+
+
+@njit(**_KW)  # type: ignore[untyped-decorator]
+def _row(x: Any, i: int, n: int, buf: Any, store: bool) -> tuple[float, float, float]:
+    """``(m, S_hi, S_lo)``; NaN in the row gives ``S_hi`` NaN.
+
+    With `store`, ``buf[0]``/``buf[1]`` rows hold ``exp_dd(d_j)``.
+    """
+    m = -math.inf
+    for j in range(n):
+        m = maxnum64(m, x[i, j])
+    nan = False
+    for j in range(n):
+        if math.isnan(x[i, j]):
+            nan = True
+    if nan:
+        return m, math.nan, 0.0
+    s = 0.0
+    c = 0.0
+    ties = 0.0
+    for j in range(n):
+        d, dl = _d(x[i, j], m)
+        if d == 0.0:
+            ties += 1.0
+            if store:
+                buf[0, j] = 1.0
+                buf[1, j] = 0.0
+            continue
+        e_hi, e_lo = exp_dd(d, dl)
+        if store:
+            buf[0, j] = e_hi
+            buf[1, j] = e_lo
+        s, err = two_sum(s, e_hi)
+        c += err + e_lo
+    if ties > 1.0:
+        s, err = two_sum(s, ties - 1.0)
+        c += err
+    s_hi, s_lo = two_sum(s, c)
+    return m, s_hi, s_lo
+
+
+@njit(**_KW)  # type: ignore[untyped-decorator]
+def _softmax_row(x: Any, out: Any, i: int, n: int, buf: Any) -> None:
+    _, s_hi, s_lo = _row(x, i, n, buf, True)
+    if math.isnan(s_hi):
+        for j in range(n):
+            out[i, j] = math.nan
+        return
+    den_hi, den_lo = add_dd(1.0, 0.0, s_hi, s_lo)
+    for j in range(n):
+        out[i, j] = div_dd(buf[0, j], buf[1, j], den_hi, den_lo)[0]
+
+
+@njit(**_KW)  # type: ignore[untyped-decorator]
+def _log_softmax_row(x: Any, out: Any, i: int, n: int, buf: Any) -> None:
+    m, s_hi, s_lo = _row(x, i, n, buf, False)
+    if math.isnan(s_hi):
+        for j in range(n):
+            out[i, j] = math.nan
+        return
+    big, small = log1p_dd(s_hi, s_lo)
+    for j in range(n):
+        d, dl = _d(x[i, j], m)
+        out[i, j] = add_rounded(-big, dl - small, d)
+
+
+@njit(**_KW)  # type: ignore[untyped-decorator]
+def _lse_row(x: Any, out: Any, i: int, n: int, buf: Any) -> None:
+    m, s_hi, s_lo = _row(x, i, n, buf, False)
+    if math.isnan(s_hi):
+        out[i] = math.nan
+        return
+    big, small = log1p_dd(s_hi, s_lo)
+    out[i] = add_rounded(big, small, m)
+
+
+@njit(**_KW)  # type: ignore[untyped-decorator]
+def _ce_row(x: Any, labels: Any, out: Any, lo: Any, i: int, n: int, buf: Any) -> None:
+    y = labels[i]
+    if y < 0:
+        out[i] = 0.0
+        lo[i] = 0.0
+        return
+    m, s_hi, s_lo = _row(x, i, n, buf, False)
+    if math.isnan(s_hi):
+        out[i] = math.nan
+        lo[i] = 0.0
+        return
+    big, small = log1p_dd(s_hi, s_lo)
+    d, dl = _d(x[i, y], m)
+    if not math.isfinite(d):
+        out[i] = big - d
+        lo[i] = 0.0
+        return
+    t_hi, t_lo = add_dd(big, small, -d, -dl)
+    out[i] = t_hi
+    lo[i] = t_lo if abs(t_hi) < _DD_SAFE and math.isfinite(t_hi) else 0.0
+
+
+# Drivers: serial, and parallel over `nchunks` chunks of rows (one buffer each).
+
+
+@njit(**_KW)  # type: ignore[untyped-decorator]
+def softmax_serial(x: Any, out: Any, _nchunks: int) -> None:
+    rows, n = x.shape
+    buf = np.empty((2, n), np.float64)
+    for i in range(rows):
+        _softmax_row(x, out, i, n, buf)
+
+
+@njit(parallel=True, **_KW)  # type: ignore[untyped-decorator]
+def softmax_parallel(x: Any, out: Any, nchunks: int) -> None:
+    rows, n = x.shape
+    for c in prange(nchunks):
+        buf = np.empty((2, n), np.float64)
+        for i in range(c * rows // nchunks, (c + 1) * rows // nchunks):
+            _softmax_row(x, out, i, n, buf)
+
+
+@njit(**_KW)  # type: ignore[untyped-decorator]
+def log_softmax_serial(x: Any, out: Any, _nchunks: int) -> None:
+    rows, n = x.shape
+    buf = np.empty((2, 1), np.float64)
+    for i in range(rows):
+        _log_softmax_row(x, out, i, n, buf)
+
+
+@njit(parallel=True, **_KW)  # type: ignore[untyped-decorator]
+def log_softmax_parallel(x: Any, out: Any, nchunks: int) -> None:
+    rows, n = x.shape
+    for c in prange(nchunks):
+        buf = np.empty((2, 1), np.float64)
+        for i in range(c * rows // nchunks, (c + 1) * rows // nchunks):
+            _log_softmax_row(x, out, i, n, buf)
+
+
+@njit(**_KW)  # type: ignore[untyped-decorator]
+def logsumexp_serial(x: Any, out: Any, _nchunks: int) -> None:
+    rows, n = x.shape
+    buf = np.empty((2, 1), np.float64)
+    for i in range(rows):
+        _lse_row(x, out, i, n, buf)
+
+
+@njit(parallel=True, **_KW)  # type: ignore[untyped-decorator]
+def logsumexp_parallel(x: Any, out: Any, nchunks: int) -> None:
+    rows, n = x.shape
+    for c in prange(nchunks):
+        buf = np.empty((2, 1), np.float64)
+        for i in range(c * rows // nchunks, (c + 1) * rows // nchunks):
+            _lse_row(x, out, i, n, buf)
+
+
+@njit(**_KW)  # type: ignore[untyped-decorator]
+def sparse_ce_serial(x: Any, labels: Any, out: Any, lo: Any, _nchunks: int) -> None:
+    rows, n = x.shape
+    buf = np.empty((2, 1), np.float64)
+    for i in range(rows):
+        _ce_row(x, labels, out, lo, i, n, buf)
+
+
+@njit(parallel=True, **_KW)  # type: ignore[untyped-decorator]
+def sparse_ce_parallel(x: Any, labels: Any, out: Any, lo: Any, nchunks: int) -> None:
+    rows, n = x.shape
+    for c in prange(nchunks):
+        buf = np.empty((2, 1), np.float64)
+        for i in range(c * rows // nchunks, (c + 1) * rows // nchunks):
+            _ce_row(x, labels, out, lo, i, n, buf)
