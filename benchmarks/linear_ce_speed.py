@@ -7,7 +7,11 @@ issue's 2048 x 1024 x 128,256), each variant in a fresh subprocess:
 - ``bare``: the three GEMMs the loss needs (logits, dhidden, dweight), by
   PyTorch's BLAS, nothing else (the floor of any implementation);
 - ``torch-naive``: ``F.cross_entropy(F.linear(h, w), y)`` and ``backward()``;
-- ``lk.torch``: ``lk.torch.linear_cross_entropy(h, w, y)`` and ``backward()``;
+- ``lk.torch``: ``lk.torch.linear_cross_entropy(h, w, y)`` and ``backward()``
+  (whole-vocabulary token tiles, gradient formed in the forward pass);
+- ``lk.torch-recompute``: the same kernels with ``reduction="none"`` and ``.mean()``:
+  the forward pass only takes the statistics and the backward recomputes the
+  tiles (the other strategy, four GEMMs);
 - ``lk-numpy``: ``lk.grad.linear_cross_entropy`` on NumPy arrays (the portable
   code: two passes over tiles, float64 statistics).
 
@@ -31,7 +35,9 @@ import sys
 import time
 from typing import Any
 
-VARIANTS = ["baseline", "bare", "torch-naive", "lk.torch", "lk-numpy"]
+VARIANTS = [
+    "baseline", "bare", "torch-naive", "lk.torch", "lk.torch-recompute", "lk-numpy"
+]  # fmt: skip
 
 
 def _child(variant: str, n: int, d: int, v: int, repeat: int) -> dict[str, Any]:
@@ -64,12 +70,14 @@ def _child(variant: str, n: int, d: int, v: int, repeat: int) -> dict[str, Any]:
             _ = x.T @ h
 
         timed(bare)
-    elif variant in ("torch-naive", "lk.torch"):
+    elif variant in ("torch-naive", "lk.torch", "lk.torch-recompute"):
         hh, ww = h.requires_grad_(), w.requires_grad_()
 
         def loss(a: Any, b: Any, c: Any) -> Any:
             if variant == "torch-naive":
                 return torch.nn.functional.cross_entropy(a @ b.T, c)
+            if variant == "lk.torch-recompute":
+                return lk.torch.linear_cross_entropy(a, b, c, reduction="none").mean()
             return lk.torch.linear_cross_entropy(a, b, c)
 
         loss(hh[:4], ww[:50], y[:4] % 50).backward()  # warm-up
