@@ -333,3 +333,32 @@ def test_cold_cache_first_call(tmp_path: Any) -> None:
     warm = _run(code, env).split()
     assert warm[:2] == ["True", "True"]
     print(f"first call: cold cache {float(cold[2]):.2f} s, warm {float(warm[2]):.3f} s")
+
+
+def test_thread_cap_and_concurrent_callers() -> None:
+    """LOGITKIT_NUM_THREADS holds in every calling thread; threads may call at once."""
+    code = """
+        import threading, numba, numpy as np, logitkit as lk
+        from logitkit import _kernels
+        x = np.random.default_rng(1).standard_normal((512, 4096)).astype(np.float32)
+        want = lk.softmax(x)  # large enough for the parallel kernel
+        seen, same = [], []
+        def work():
+            y = lk.softmax(x)
+            seen.append(numba.get_num_threads())
+            same.append(bool(np.array_equal(y, want)))
+        ts = [threading.Thread(target=work) for _ in range(3)]
+        for t in ts:
+            t.start()
+        for t in ts:
+            t.join()
+        print(_kernels.available(), sorted(set(seen)), all(same))
+    """
+    out = _run(code, {"LOGITKIT_NUM_THREADS": "1", "LOGITKIT_DISABLE_KERNELS": "0"})
+    assert out.split() == ["True", "[1]", "True"]
+
+
+def test_float_axes_are_refused_as_by_the_portable_path() -> None:
+    x = np.ones((2, 3), dtype=np.float32)
+    with pytest.raises(TypeError, match="tuple of ints"):
+        lk.logsumexp(x, axis=(0.0, 1.0))

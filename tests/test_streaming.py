@@ -195,3 +195,15 @@ class TestState:
         a = LogSumExp.of(np.zeros((2, 3)))
         with pytest.raises(TypeError, match="same library"):
             a.merge(LogSumExp.of(torch.zeros((2, 3), dtype=torch.float64)))
+
+
+def test_states_pickle_across_processes() -> None:
+    import pickle
+
+    x = np.asarray([[0.0, 3.0, -1.0, 700.0], [1.0, 2.0, 3.0, 4.0]])
+    a = pickle.loads(pickle.dumps(LogSumExp.of(x[:, :2])))
+    b = LogSumExp.of(x[:, 2:])
+    np.testing.assert_array_equal(a.merge(b).value(), LogSumExp.of(x).value())
+    torch = pytest.importorskip("torch")
+    t = pickle.loads(pickle.dumps(LogSumExp.of(torch.asarray(x))))
+    assert isinstance(t.value(), torch.Tensor)

@@ -413,7 +413,9 @@ def _grads(
         row = xp.where(sp.bad, const(float("nan"), row, xp=xp), row)
     spread = const(sp.eps / sp.v, st.s, xp=xp)
 
-    cd = sp.h.dtype
+    # The GEMMs run in the inputs' dtype, float32 for float16/bfloat16 (whose
+    # sums over tiles would otherwise round at every tile); one rounding at the end.
+    cd = sp.h.dtype if xp.finfo(sp.h.dtype).bits >= 32 else xp.float32
     tiny = const(float(xp.finfo(cd).smallest_normal), st.s, xp=xp)
     dh: list[Array | None] = [None] * len(range(0, sp.n, sp.tn))
     dw: list[Array] = []
@@ -423,6 +425,7 @@ def _grads(
         dw_j = xp.zeros((j1 - j0, int(sp.w.shape[1])), dtype=cd, device=device(sp.h))
         db_j = xp.zeros((j1 - j0,), dtype=sp.wd, device=device(sp.h))
         w_j = sp.w[j0:j1, :]
+        w_j = w_j if w_j.dtype == cd else xp.astype(w_j, cd)
         for c, i0 in enumerate(range(0, sp.n, sp.tn)):
             i1 = min(i0 + sp.tn, sp.n)
             x, t = _tile(sp, i0, i1, j0, j1)
@@ -447,7 +450,9 @@ def _grads(
             prev = dh[c]
             step = xp.matmul(gc, w_j)
             dh[c] = step if prev is None else prev + step
-            dw_j = dw_j + xp.matmul(xp.permute_dims(gc, (1, 0)), sp.h[i0:i1, :])
+            h_i = sp.h[i0:i1, :]
+            h_i = h_i if h_i.dtype == cd else xp.astype(h_i, cd)
+            dw_j = dw_j + xp.matmul(xp.permute_dims(gc, (1, 0)), h_i)
         dw.append(dw_j)
         db.append(db_j)
     d = int(sp.h.shape[1])

@@ -196,6 +196,11 @@ class LogSumExp:
         msg = f"LogSumExp is immutable; cannot set {name!r}."
         raise AttributeError(msg)
 
+    def __reduce__(self) -> tuple[Any, tuple[Any, ...]]:
+        # The namespace (a module) is not pickled: it is found again from the
+        # arrays, so states can travel between processes (Dask, multiprocessing).
+        return (_restore, (self._m, self._s, self._lo, self._dtype, self._axis))
+
     # ------------------------------------------------------------- building
 
     @classmethod
@@ -363,3 +368,12 @@ class LogSumExp:
         return (
             f"LogSumExp(shape={self.shape}, dtype={self._dtype}, axis={self._axis!r})"
         )
+
+
+def _restore(
+    m: Array, s: Array, lo: Array | None, dtype: DType, axis: Axis
+) -> LogSumExp:
+    """Rebuild a pickled :class:`LogSumExp`."""
+    from array_api_compat import array_namespace
+
+    return LogSumExp(m, s, lo, dtype=dtype, axis=axis, xp=array_namespace(m))

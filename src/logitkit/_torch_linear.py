@@ -34,6 +34,7 @@ from __future__ import annotations
 from typing import Any
 
 import torch
+from torch.autograd.function import once_differentiable
 
 from ._chunked import (
     _linear_cross_entropy,
@@ -235,6 +236,7 @@ class _LinearCrossEntropy(torch.autograd.Function):
         return value
 
     @staticmethod
+    @once_differentiable
     def backward(ctx: Any, grad_out: torch.Tensor) -> tuple[torch.Tensor | None, ...]:
         need = ctx.need
         if ctx.mode == "saved":
@@ -369,8 +371,9 @@ def linear_cross_entropy(
     The statistics are taken in float64 and each loss is rounded once;
     float16/bfloat16 logits come from PyTorch's GEMM (float32 accumulation),
     and the gradients of narrow weights are accumulated in float32 before
-    their one rounding. Gradients are not differentiable again
-    (``create_graph=True`` gives a first-order graph only).
+    their one rounding. The gradients are not differentiable again: a
+    second derivative through them raises PyTorch's ``once_differentiable``
+    error.
 
     Examples
     --------

@@ -25,6 +25,7 @@ from __future__ import annotations
 import functools
 import os
 import sys
+import threading
 from types import ModuleType, SimpleNamespace
 from typing import Any
 
@@ -42,6 +43,11 @@ __all__ = [
 _PARALLEL_MIN = 1 << 20
 
 _state: dict[str, Any] = {}
+
+
+#: One parallel kernel at a time: numba's workqueue layer aborts on concurrent
+#: launches from several Python threads (serial kernels run concurrently).
+_PARALLEL_LOCK = threading.Lock()
 
 
 def disabled() -> bool:
@@ -64,9 +70,9 @@ def _load() -> tuple[ModuleType, ModuleType] | None:
         _state["error"] = repr(exc)
         return None
     limit = os.environ.get("LOGITKIT_NUM_THREADS", "")
-    if limit.isdigit():  # anything else is ignored
-        top = getattr(numba.config, "NUMBA_NUM_THREADS", 1)
-        numba.set_num_threads(max(1, min(int(limit), top)))
+    top = int(getattr(numba.config, "NUMBA_NUM_THREADS", 1))
+    # numba's thread count is per calling thread: _run sets it on each call.
+    _state["threads"] = max(1, min(int(limit), top)) if limit.isdigit() else top
     _state["mods"] = (_f32, _f64)
     return _state["mods"]  # type: ignore[no-any-return]
 
@@ -123,7 +129,10 @@ def _run(kernels: tuple[Any, Any], rows: int, n: int, *args: Any) -> None:
     if rows > 1 and rows * n >= _PARALLEL_MIN:
         import numba
 
-        parallel(*args, min(rows, 4 * numba.get_num_threads()))
+        threads = int(_state.get("threads", 1))
+        numba.set_num_threads(threads)
+        with _PARALLEL_LOCK:  # numba's thread pools are not all re-entrant
+            parallel(*args, min(rows, 4 * threads))
     else:
         serial(*args, 1)
 
@@ -178,8 +187,9 @@ def logsumexp(x: Any, axis: Any, keepdims: bool, return_sign: bool) -> Any | Non
         return None
     if axis is None or (isinstance(axis, tuple) and len(axis) == x.ndim > 1):
         try:
-            if axis is not None and sorted(a % x.ndim for a in axis) != list(
-                range(x.ndim)
+            if axis is not None and (
+                any(type(a) is not int for a in axis)
+                or sorted(a % x.ndim for a in axis) != list(range(x.ndim))
             ):
                 return None
         except TypeError:
