@@ -332,9 +332,9 @@ def test_extra_memory_is_a_tile_not_the_logits() -> None:
         for kind in ("fused", "naive")
     }
     logits = 512 * 100_000 * 4  # 205 MB
-    assert grown["naive"] > 2 * logits, grown  # the logits, their gradient, ...
+    assert grown["naive"] > logits, grown  # the logits, their gradient, ...
     # measured: ~64 MB (the 4 MiB tile, dW, BLAS and allocator workspace)
-    assert grown["fused"] < logits / 2, grown
+    assert grown["fused"] < grown["naive"] / 2, grown
 
 
 def test_options_grid_on_float32_is_close_to_naive() -> None:
