@@ -78,7 +78,7 @@ import math
 from collections.abc import Sequence
 from dataclasses import dataclass, field
 from fractions import Fraction
-from typing import Any
+from typing import Any, NamedTuple
 
 import numpy as np
 import numpy.typing as npt
@@ -88,7 +88,6 @@ from ._divergence import softmax_entropy
 from ._one_hot import one_hot
 from ._prob_losses import binary_cross_entropy, categorical_cross_entropy
 from ._sigmoid_losses import sigmoid_cross_entropy
-from ._softmax import softmax
 
 __all__ = [
     "SCHEMA",
@@ -306,6 +305,120 @@ class _Checker:
         return y.astype(np.int64)
 
 
+class RowMetrics(NamedTuple):
+    """The per-row values behind the multi-class metrics."""
+
+    nll: FloatArray  # -log p_y
+    entropy: FloatArray  # H(p)
+    brier: FloatArray  # sum_c (p_c - [c = y])**2
+    conf: FloatArray  # max_c p_c
+    rank: IntArray  # classes scored above y, plus tied ones of a lower index
+
+
+def _rank(x: FloatArray, y: IntArray) -> IntArray:
+    """The rank of each row's label: 0 exactly when it is the first arg-max."""
+    s_y = x[np.arange(len(x)), y][:, None]
+    below = np.arange(x.shape[1])[None, :] < y[:, None]
+    return np.count_nonzero((x > s_y) | ((x == s_y) & below), axis=1)
+
+
+def _logit_rows(x: FloatArray, y: IntArray, check: _Checker, row0: int) -> RowMetrics:
+    r"""Per-row metrics of logits `x` (rows, K) for labels `y` (-1: ignored).
+
+    With ``m`` the row maximum, ``d_j = x_j - m``, ``e_j = e^{d_j}``,
+    ``S = \sum_j e_j - 1`` (the maximum's own 1 left out) and
+    ``L = \operatorname{log1p}(S)``:
+
+    .. math::
+
+        \ell = L - d_y, \qquad
+        H = L + \frac{\sum_j e_j (-d_j)}{1 + S}, \qquad
+        \mathrm{conf} = \frac{1}{1 + S},
+
+        \mathrm{brier} = (1 - p_y)^2 + \frac{\sum_{j \ne y} e_j^2}{(1 + S)^2},
+        \quad 1 - p_y = \frac{S}{1 + S} \text{ if } x_y = m \text{ else }
+        \frac{1 + (S - e_y)}{1 + S},
+
+    sums of non-negative terms (the one subtraction, of ``e_y^2`` from the
+    sum of squares, loses at most ``2**-53 S`` of the Brier score: see
+    :mod:`logitkit._kernels._score32`). For float32 and
+    narrower logits they are computed in float64 and rounded once to float32,
+    by the compiled kernel (:mod:`logitkit._kernels._score32`, one pass per
+    row) where it is available, else by NumPy in the same way (the two agree
+    but for the rare double rounding of a sum taken in another order). For
+    float64 logits, ``nll`` and ``entropy`` are
+    :func:`~logitkit.sparse_softmax_cross_entropy` and
+    :func:`~logitkit.softmax_entropy` (double-double, correctly rounded) and
+    the others float64 arithmetic.
+
+    Raises the :class:`RowError` of the first bad row (NaN, ``+inf``, no
+    finite logit).
+    """
+    from . import _kernels
+
+    narrow = x.dtype.itemsize <= 4
+    if narrow and x.dtype != np.float32:
+        x = x.astype(np.float32)  # float16 (and integers) are exact in float32
+    got = _kernels.multiclass_rows(x, y) if narrow else None
+    if got is not None:
+        *values, rank, status = got
+        if not status.any():
+            return RowMetrics(*values, rank)
+    check.predictions(x, row0)  # raises for the row the kernel flagged
+    if got is not None:
+        msg = "the score kernel flagged a row the checker accepts"
+        raise AssertionError(msg)
+    idx = np.arange(len(x))
+    yy = np.maximum(y, 0)
+    xf = x.astype(np.float64)
+    m = np.max(xf, axis=1)
+    d = xf - m[:, None]
+    e = np.where(d < -708.0, 0.0, np.exp(d))
+    tie = d == 0.0
+    s = np.sum(np.where(tie, 0.0, e), axis=1) + (np.count_nonzero(tie, axis=1) - 1)
+    big = np.log1p(s)
+    one_s = 1.0 + s
+    g = -np.sum(e * np.where(d > -708.0, d, 0.0), axis=1)
+    q = np.sum(np.where(tie, 0.0, e * e), axis=1)
+    t = np.count_nonzero(tie, axis=1)
+    d_y = d[idx, yy]
+    e_y = e[idx, yy]
+    top = d_y == 0.0  # y is a maximum: 1 - p_y = S / (1 + S)
+    miss = np.where(top, s, 1.0 + (s - e_y)) / one_s
+    other = np.where(top, q + (t - 1), (q - e_y * e_y) + t)
+    brier = miss * miss + other / (one_s * one_s)
+    conf = 1.0 / one_s
+    rank = _rank(x, yy)
+    if narrow:
+        nll = (big - d_y).astype(np.float32)
+        ent = (big + g / one_s).astype(np.float32)
+        return RowMetrics(
+            nll, ent, brier.astype(np.float32), conf.astype(np.float32), rank
+        )
+    return RowMetrics(
+        sparse_softmax_cross_entropy(x, yy), softmax_entropy(x), brier, conf, rank
+    )
+
+
+def _prob_rows(p: FloatArray, y: IntArray) -> RowMetrics:
+    """Per-row metrics of probabilities `p` (rows, K) for labels `y`.
+
+    ``nll`` is :func:`~logitkit.categorical_cross_entropy` with ``p`` clipped
+    below at the dtype's smallest normal; the others are float64 arithmetic on
+    the given probabilities.
+    """
+    k = p.shape[1]
+    eps = float(np.finfo(p.dtype).tiny)
+    nll = categorical_cross_entropy(p, one_hot(y, k, dtype=p.dtype), eps=eps)
+    pf = p.astype(np.float64)
+    logp = np.log(np.where(pf > 0, pf, 1.0))
+    ent = -np.sum(pf * logp, axis=1)
+    dlt = pf.copy()
+    dlt[np.arange(len(p)), y] -= 1.0
+    brier = np.sum(dlt * dlt, axis=1)
+    return RowMetrics(nll, ent, brier, np.max(pf, axis=1), _rank(p, y))
+
+
 @dataclass
 class MulticlassScorer:
     """Accumulates the multi-class metrics of chunks of rows.
@@ -373,58 +486,52 @@ class MulticlassScorer:
     def update(self, pred: npt.NDArray[Any], lab: npt.NDArray[Any], row0: int) -> None:
         """Score rows ``row0, row0 + 1, ...``: `pred` (rows, K), `lab` (rows, 1 or K)."""
         x = _as_float(pred)
-        self._check.predictions(x, row0)
-        y, keep = self._labels(lab, row0)
+        try:
+            y, keep = self._labels(lab, row0)
+        except RowError:
+            self._check.predictions(x, row0)  # a bad prediction is named first
+            raise
+        n = int(np.count_nonzero(keep))
+        if self.opts.probs:
+            self._check.predictions(x, row0)
+            rows = _prob_rows(x[keep], y[keep]) if n else None
+        else:
+            rows = _logit_rows(x, np.where(keep, y, -1), self._check, row0)
+            if n < len(keep):
+                rows = RowMetrics(*(v[keep] for v in rows))
+        y = y[keep]
+        if rows is not None and np.isinf(rows.nll).any():
+            bad = int(np.argmax(np.isinf(rows.nll)))
+            r = int(np.flatnonzero(keep)[bad])
+            msg = (
+                f"row {row0 + r}: the logit of label {y[bad]}"
+                " is -inf (probability 0, infinite loss); expected a class "
+                "the predictions allow"
+            )
+            raise RowError(msg, what="predictions", row=row0 + r)
+        # Nothing is counted before the whole chunk is known to be good.
         self.rows += len(x)
-        if not keep.all():
-            x, y = x[keep], y[keep]
-        n = len(x)
         self.ignored += int(keep.size - n)
-        if n == 0:
+        if n == 0 or rows is None:
             return
         self.scored += n
-        k = self.n_classes
-        idx = np.arange(n)
-        if self.opts.probs:
-            eps = float(np.finfo(x.dtype).tiny)
-            nll = categorical_cross_entropy(x, one_hot(y, k, dtype=x.dtype), eps=eps)
-            p = x.astype(np.float64)
-            logp = np.log(np.where(p > 0, p, 1.0))
-            ent = -np.sum(p * logp, axis=1)
-        else:
-            nll = sparse_softmax_cross_entropy(x, y)
-            if np.isinf(nll).any():
-                r = int(np.flatnonzero(keep)[int(np.argmax(np.isinf(nll)))])
-                msg = (
-                    f"row {row0 + r}: the logit of label {y[int(np.argmax(np.isinf(nll)))]}"
-                    " is -inf (probability 0, infinite loss); expected a class "
-                    "the predictions allow"
-                )
-                raise RowError(msg, what="predictions", row=row0 + r)
-            p = softmax(x).astype(np.float64)
-            ent = softmax_entropy(x)
+        nll = rows.nll
         self.nll.add(nll)
-        self.entropy.add(ent)
+        self.entropy.add(rows.entropy)
+        self.brier.add(rows.brier)
         if self.class_nll is not None:
             self.class_nll.add(nll, y)
 
-        correct = np.argmax(x, axis=1) == y
+        k = self.n_classes
+        correct = rows.rank == 0
         self.correct += int(np.count_nonzero(correct))
         self.class_count += np.bincount(y, minlength=k)
         self.class_correct += np.bincount(y[correct], minlength=k)
-        if self.top_k:
-            s_y = x[idx, y][:, None]
-            below = np.arange(k)[None, :] < y[:, None]
-            rank = np.count_nonzero((x > s_y) | ((x == s_y) & below), axis=1)
-            for t in self.top_k:
-                self.top_k[t] += int(np.count_nonzero(rank < t))
-
-        d = p.copy()
-        d[idx, y] -= 1.0
-        self.brier.add(np.sum(d * d, axis=1))
+        for t in self.top_k:
+            self.top_k[t] += int(np.count_nonzero(rows.rank < t))
 
         b = self.opts.bins
-        conf = np.max(p, axis=1)
+        conf = rows.conf.astype(np.float64)
         bins = np.minimum((conf * b).astype(np.int64), b - 1)
         self.bin_count += np.bincount(bins, minlength=b)
         self.bin_correct += np.bincount(bins[correct], minlength=b)

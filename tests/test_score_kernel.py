@@ -1,0 +1,155 @@
+"""The per-row metrics of ``logitkit score`` for float32 logits.
+
+``logitkit._score._logit_rows`` computes them with a compiled kernel
+(``logitkit._kernels._score32``) where numba is there, else with NumPy in the
+same arithmetic. Both are checked here against mpmath (each value within
+0.5 ulp of float32 plus the float64 error of its computation) and against
+each other (the same bits but for rare double roundings), on rows with ties,
+masked classes, huge spreads and ignored labels, and the kernel's flagged rows
+against the checker's errors.
+"""
+
+from __future__ import annotations
+
+import os
+from typing import Any
+
+import mpmath
+import numpy as np
+import pytest
+
+from logitkit._score import (
+    MulticlassScorer,
+    RowError,
+    ScoreOptions,
+    _Checker,
+    _logit_rows,
+)
+
+pytest.importorskip("numba")
+
+RNG = np.random.default_rng(77)
+
+
+def _rows(x: np.ndarray, y: np.ndarray, *, kernel: bool) -> Any:
+    saved = os.environ.pop("LOGITKIT_DISABLE_KERNELS", None)
+    if not kernel:
+        os.environ["LOGITKIT_DISABLE_KERNELS"] = "1"
+    try:
+        return _logit_rows(x, y, _Checker(ScoreOptions()), 0)
+    finally:
+        os.environ.pop("LOGITKIT_DISABLE_KERNELS", None)
+        if saved is not None:
+            os.environ["LOGITKIT_DISABLE_KERNELS"] = saved
+
+
+def _adversarial(n: int = 400, k: int = 37) -> tuple[np.ndarray, np.ndarray]:
+    x = (RNG.standard_normal((n, k)) * 4).astype(np.float32)
+    y = RNG.integers(0, k, n)
+    x[0:50] *= 30  # confident rows: entropy and Brier ~ 1e-30 and below
+    x[50:60] = 0.0  # uniform rows: every class tied
+    x[60:80, :3] = x[60:80, 3:4]  # ties at arbitrary places
+    x[80:100, 5] = -np.inf  # masked classes (not the label)
+    y[80:100] = np.where(y[80:100] == 5, 4, y[80:100])
+    x[100:120] = np.round(x[100:120])  # many ties
+    x[120:140] += 1e30  # a huge offset: d_j lose nothing but the row's spread
+    x[140:160] *= 1e-30  # near-uniform rows
+    x[160:180, 0] = 1e4  # one class far above: S underflows to 0
+    y[160:170] = 0  # ... and is the label
+    top = np.argmax(x, axis=1)
+    y[180:220] = top[180:220]  # the label is the arg-max
+    return x, y
+
+
+def _exact(x: np.ndarray, y: int) -> tuple[Any, Any, Any, Any]:
+    """nll, entropy, Brier and max probability of one row, with mpmath."""
+    with mpmath.workdps(80):
+        v = [mpmath.mpf(float(t)) for t in x if t != -np.inf]
+        lab = [j for j, t in enumerate(x) if t != -np.inf].index(y)
+        m = max(v)
+        e = [mpmath.exp(t - m) for t in v]
+        z = mpmath.fsum(e)
+        p = [t / z for t in e]
+        nll = mpmath.log(z) - (v[lab] - m)
+        ent = mpmath.fsum(-q * mpmath.log(q) for q in p if q > 0)
+        brier = mpmath.fsum((q - (j == lab)) ** 2 for j, q in enumerate(p))
+        return nll, ent, brier, max(p)
+
+
+@pytest.mark.parametrize("kernel", [True, False], ids=["kernel", "numpy"])
+def test_against_mpmath(kernel: bool) -> None:
+    x, y = _adversarial()
+    got = _rows(x, y, kernel=kernel)
+    worst = 0.0
+    for i in range(len(x)):
+        want = _exact(x[i], int(y[i]))
+        for name, value, exact in zip(
+            ("nll", "entropy", "brier", "conf"),
+            (got.nll[i], got.entropy[i], got.brier[i], got.conf[i]),
+            want,
+            strict=True,
+        ):
+            assert value.dtype == np.float32, name
+            exact32 = np.float32(float(exact))  # float(exact) is within 0.5 ulp64
+            ulp = float(np.spacing(np.abs(exact32))) or float(np.spacing(np.float32(0)))
+            err = abs(float(value) - float(exact)) / ulp
+            worst = max(worst, err)
+            assert err <= 0.5 + 1e-6, (i, name, value, exact)
+    assert worst > 0.25  # the rows do exercise rounding
+
+
+def test_kernel_and_numpy_agree() -> None:
+    x, y = _adversarial(2000, 101)
+    y[::7] = -1  # ignored rows are checked, their values unused
+    a = _rows(x, y, kernel=True)
+    b = _rows(x, y, kernel=False)
+    np.testing.assert_array_equal(a.rank, b.rank)
+    keep = y >= 0
+    for name in ("nll", "entropy", "brier", "conf"):
+        u, v = getattr(a, name)[keep], getattr(b, name)[keep]
+        diff = u != v
+        # a float64 sum in another order can round once more: 1 ulp, rarely
+        assert diff.sum() <= 2, name
+        np.testing.assert_array_max_ulp(u, v, maxulp=1)
+
+
+def test_rank_is_the_position_among_the_scores() -> None:
+    x = np.asarray([[1, 3, 3, 0], [1, 3, 3, 0], [1, 3, 3, 0], [5, 5, 5, 5]], np.float32)
+    y = np.asarray([2, 1, 3, 3])
+    for kernel in (True, False):
+        assert _rows(x, y, kernel=kernel).rank.tolist() == [1, 0, 3, 3]
+
+
+@pytest.mark.parametrize("ignored", [False, True])
+@pytest.mark.parametrize(
+    ("value", "expect"),
+    [
+        (np.nan, "row 5, column 2: nan; expected finite numbers or -inf"),
+        (np.inf, "row 5, column 2: inf; expected finite numbers or -inf"),
+        (-np.inf, "row 5: every logit is -inf; expected a class to predict"),
+    ],
+)
+def test_bad_rows_give_the_checker_error(
+    value: float, expect: str, ignored: bool
+) -> None:
+    x, _ = _adversarial(20, 6)
+    y = np.zeros((20, 1), dtype=np.int64)
+    if value == -np.inf:
+        x[5] = value
+    else:
+        x[5, 2] = value
+    if ignored:
+        y[5] = -100
+    scorer = MulticlassScorer(6, ScoreOptions(ignore_index=-100))
+    with pytest.raises(RowError, match=expect.replace("(", r"\(")):
+        scorer.update(x, y, 0)
+    assert scorer.rows == 0  # nothing counted from a refused chunk
+
+
+def test_float16_takes_the_float32_path() -> None:
+    x, y = _adversarial(100, 10)
+    x = np.clip(x, -6e4, 6e4).astype(np.float16)
+    a = _rows(x, y, kernel=True)
+    b = _rows(x.astype(np.float32), y, kernel=True)
+    for name in a._fields:
+        np.testing.assert_array_equal(getattr(a, name), getattr(b, name))
