@@ -319,7 +319,8 @@ def _rank(x: FloatArray, y: IntArray) -> IntArray:
     """The rank of each row's label: 0 exactly when it is the first arg-max."""
     s_y = x[np.arange(len(x)), y][:, None]
     below = np.arange(x.shape[1])[None, :] < y[:, None]
-    return np.count_nonzero((x > s_y) | ((x == s_y) & below), axis=1)
+    rank: IntArray = np.count_nonzero((x > s_y) | ((x == s_y) & below), axis=1)
+    return rank
 
 
 def _logit_rows(x: FloatArray, y: IntArray, check: _Checker, row0: int) -> RowMetrics:
@@ -361,9 +362,9 @@ def _logit_rows(x: FloatArray, y: IntArray, check: _Checker, row0: int) -> RowMe
         x = x.astype(np.float32)  # float16 (and integers) are exact in float32
     got = _kernels.multiclass_rows(x, y) if narrow else None
     if got is not None:
-        *values, rank, status = got
+        nll, ent, brier, conf, rank, status = got
         if not status.any():
-            return RowMetrics(*values, rank)
+            return RowMetrics(nll, ent, brier, conf, rank)
     check.predictions(x, row0)  # raises for the row the kernel flagged
     if got is not None:
         msg = "the score kernel flagged a row the checker accepts"
@@ -498,7 +499,7 @@ class MulticlassScorer:
         else:
             rows = _logit_rows(x, np.where(keep, y, -1), self._check, row0)
             if n < len(keep):
-                rows = RowMetrics(*(v[keep] for v in rows))
+                rows = RowMetrics._make(v[keep] for v in rows)
         y = y[keep]
         if rows is not None and np.isinf(rows.nll).any():
             bad = int(np.argmax(np.isinf(rows.nll)))
