@@ -12,6 +12,8 @@ against the checker's errors.
 from __future__ import annotations
 
 import os
+import pickle
+from fractions import Fraction
 from typing import Any
 
 import mpmath
@@ -19,6 +21,7 @@ import numpy as np
 import pytest
 
 from logitkit._score import (
+    ExactSums,
     MulticlassScorer,
     RowError,
     ScoreOptions,
@@ -153,3 +156,59 @@ def test_float16_takes_the_float32_path() -> None:
     b = _rows(x.astype(np.float32), y, kernel=True)
     for name in a._fields:
         np.testing.assert_array_equal(getattr(a, name), getattr(b, name))
+
+
+def _sums(values: np.ndarray, groups: Any, n: int, *, kernel: bool) -> list[Any]:
+    saved = os.environ.pop("LOGITKIT_DISABLE_KERNELS", None)
+    if not kernel:
+        os.environ["LOGITKIT_DISABLE_KERNELS"] = "1"
+    try:
+        s = ExactSums(n)
+        for part in np.array_split(np.arange(values.size), 5):
+            s.add(values[part], None if groups is None else groups[part])
+        return [s.fraction(i) for i in range(n)]
+    finally:
+        os.environ.pop("LOGITKIT_DISABLE_KERNELS", None)
+        if saved is not None:
+            os.environ["LOGITKIT_DISABLE_KERNELS"] = saved
+
+
+def test_exact_sums_kernel_equals_the_numpy_path() -> None:
+    v = RNG.standard_normal(5000) * 10.0 ** RNG.integers(-320, 308, 5000)
+    v[:10] = [
+        0.0,
+        -0.0,
+        5e-324,
+        -5e-324,
+        2.2250738585072014e-308,
+        1.7976931348623157e308,
+        -1.7976931348623157e308,
+        1.0,
+        -1.0,
+        2.0**-1074 * 3,
+    ]
+    g = RNG.integers(0, 7, v.size)
+    assert _sums(v, None, 1, kernel=True) == _sums(v, None, 1, kernel=False)
+    assert _sums(v, g, 7, kernel=True) == _sums(v, g, 7, kernel=False)
+    assert _sums(v, None, 1, kernel=True)[0] == sum(Fraction(t) for t in v.tolist())
+
+
+def test_exact_sums_kernel_refuses_non_finite_and_adds_nothing() -> None:
+    s = ExactSums()
+    s.add(np.asarray([1.5]))
+    for bad in (np.nan, np.inf, -np.inf):
+        with pytest.raises(ValueError, match="finite values only"):
+            s.add(np.asarray([2.0, bad]))
+    assert s.value() == 1.5
+
+
+def test_exact_sums_pickle_folds_the_pending_sums() -> None:
+    s = ExactSums(2)
+    s.add(np.asarray([0.1, 0.2, 0.3]), np.asarray([0, 1, 1]))
+    t = pickle.loads(pickle.dumps(s))
+    assert [t.fraction(i) for i in range(2)] == [
+        Fraction(0.1),
+        Fraction(0.2) + Fraction(0.3),
+    ]
+    t.add(np.asarray([1.0]), np.asarray([0]))
+    assert t.fraction(0) == Fraction(0.1) + 1

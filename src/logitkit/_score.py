@@ -108,6 +108,10 @@ _E_SPAN = 971 - _E_MIN + 1
 # of 2**26 of them (np.bincount) are exact integers.
 _BLOCK = 1 << 26
 _DENSE_KEYS = 1 << 16
+# The compiled path: up to this many groups (2046 int64 pairs each), and
+# 2**36 values between two folds (its accumulators cannot overflow).
+_KERNEL_GROUPS = 64
+_KERNEL_PENDING = 1 << 36
 
 FloatArray = npt.NDArray[np.floating[Any]]
 IntArray = npt.NDArray[np.integer[Any]]
@@ -138,6 +142,10 @@ class ExactSums:
 
     def __init__(self, n: int = 1) -> None:
         self._totals = [0] * n
+        # Pending sums of the compiled path (logitkit._kernels._exact): int64
+        # accumulators by (group, binade), folded into _totals by _flush().
+        self._acc: IntArray | None = None
+        self._pending = 0
 
     def __len__(self) -> int:
         return len(self._totals)
@@ -149,9 +157,54 @@ class ExactSums:
         if g is not None and g.shape != v.shape:
             msg = f"groups of shape {g.shape} for values of shape {v.shape}"
             raise ValueError(msg)
+        if self._add_compiled(v, g):
+            return
         for start in range(0, v.size, _BLOCK):
             stop = start + _BLOCK
             self._add_block(v[start:stop], None if g is None else g[start:stop])
+
+    def _add_compiled(self, v: FloatArray, g: IntArray | None) -> bool:
+        """Add by the compiled kernel; False where it is not available."""
+        if len(self._totals) > _KERNEL_GROUPS or v.size > _KERNEL_PENDING:
+            return False
+        from . import _kernels
+
+        kernel = _kernels.exact_bin_sums()
+        if kernel is None:
+            return False
+        bin_sums, keys = kernel
+        if self._pending + v.size > _KERNEL_PENDING:
+            self._flush()
+        if self._acc is None:
+            self._acc = np.zeros((2, len(self._totals) * keys), dtype=np.int64)
+        empty = np.empty(0, dtype=np.int64)
+        if g is not None and g.size and (g.min() < 0 or g.max() >= len(self._totals)):
+            msg = f"groups must lie in [0, {len(self._totals)})"
+            raise ValueError(msg)
+        if not bin_sums(v, empty if g is None else g, self._acc[0], self._acc[1]):
+            msg = "ExactSums.add takes finite values only"
+            raise ValueError(msg)
+        self._pending += v.size
+        return True
+
+    def __getstate__(self) -> dict[str, Any]:
+        """Pickled (a Dask partition's scorer) with its totals folded."""
+        self._flush()
+        return {**self.__dict__, "_acc": None}
+
+    def _flush(self) -> None:
+        """Fold the compiled path's accumulators into the Python totals."""
+        acc = self._acc
+        if acc is None or self._pending == 0:
+            return
+        keys = acc.shape[1] // len(self._totals)
+        for i in np.flatnonzero((acc[0] != 0) | (acc[1] != 0)).tolist():
+            group, k = divmod(i, keys)
+            # binade k holds multiples of 2**(k - 1074) = 2**(k + 52) units
+            total = (int(acc[0, i]) << 27) + int(acc[1, i])
+            self._totals[group] += total << (k + 52)
+        acc[...] = 0
+        self._pending = 0
 
     def _add_block(self, v: FloatArray, g: IntArray | None) -> None:
         if not np.isfinite(v).all():
@@ -180,21 +233,25 @@ class ExactSums:
 
     def merge(self, other: ExactSums) -> None:
         """Add the totals of `other` (of the same number of groups)."""
+        other._flush()
         for i, t in enumerate(other._totals):
             self._totals[i] += t
 
     def fraction(self, group: int = 0) -> Fraction:
         """The exact sum of `group`."""
+        self._flush()
         return Fraction(self._totals[group], 1 << -_E_MIN)
 
     def value(self, group: int = 0) -> float:
         """The sum of `group`, correctly rounded."""
+        self._flush()
         return self._totals[group] / (1 << -_E_MIN)
 
     def mean(self, count: int, group: int = 0) -> float | None:
         """The sum of `group` over `count`, correctly rounded; None for 0."""
         if count == 0:
             return None
+        self._flush()
         return self._totals[group] / (count << -_E_MIN)
 
 

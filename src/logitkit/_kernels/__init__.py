@@ -330,3 +330,12 @@ def multiclass_rows(x: Any, labels: Any) -> tuple[Any, ...] | None:
     kernels = (_score32.multiclass_rows_serial, _score32.multiclass_rows_parallel)
     _run(kernels, rows, n, xr, y, *out, rank, status)
     return (*out, rank, status)
+
+
+def exact_bin_sums() -> tuple[Any, int] | None:
+    """``(bin_sums, KEYS)`` of :mod:`._exact`, or None without the kernels."""
+    if disabled() or _load() is None:
+        return None
+    from . import _exact
+
+    return _exact.bin_sums, _exact.KEYS
