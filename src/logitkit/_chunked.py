@@ -345,6 +345,122 @@ def _value(sp: _Setup, loss: Array, count: Array, /) -> Array:
     )
 
 
+class _LabelGrad(NamedTuple):
+    """Per-token factors of ``G``, the gradient of a token's loss in its logits.
+
+    ``G_j = e^{x_j - m} inv c1 - eps / V`` off the label and ``g_lab`` at it,
+    before the row factor (:func:`_row_factor`) and the softcap's slope.
+    """
+
+    inv: Array  # 1 / (1 + S): p_j = e^{x_j - m} inv
+    c1: Array | None  # 1 + 2 z lse, the z-loss's factor of p (None without it)
+    g_lab: Array  # p_y c1 - (1 - eps) - eps / V, the label's entry
+
+    def block(self, i0: int, i1: int, /) -> _LabelGrad:
+        """Tokens ``[i0, i1)`` as ``(tokens, 1)`` columns, to broadcast on a tile."""
+        c1 = None if self.c1 is None else self.c1[i0:i1, None]
+        return _LabelGrad(self.inv[i0:i1, None], c1, self.g_lab[i0:i1, None])
+
+
+def _label_grad(
+    m: Array,
+    s: Array,
+    dy: Array,
+    /,
+    *,
+    z: float,
+    eps: float,
+    v: int,
+    xp: ArrayNamespace,
+) -> _LabelGrad:
+    """The factors of ``G`` from the statistics ``m``, ``S`` and ``d_y = x_y - m``.
+
+    Elementwise (any shape); `v` is the number of classes that label
+    smoothing spreads over (the global vocabulary of a sharded one). The
+    Python scalars take the arrays' dtype (no 0-d arrays to allocate: the
+    PyTorch path calls this for every block of rows).
+    """
+    inv = 1.0 / (1.0 + s)
+    # The label's entry: p_y (1 + 2 z lse) - (1 - eps) - eps / V, with
+    # p_y - 1 = (expm1(d_y) - S) / (1 + S): no cancellation at p_y ~ 1.
+    g_lab = (xp.expm1(dy) - s) * inv
+    c1 = None
+    if z > 0.0:
+        c1 = 1.0 + (2.0 * z) * (m + xp.log1p(s))
+        g_lab = g_lab + (c1 - 1.0) * (xp.exp(dy) * inv)
+    if eps > 0.0:
+        g_lab = g_lab + eps * (v - 1) / v
+    return _LabelGrad(inv, c1, g_lab)
+
+
+def _row_factor(
+    like: Array,
+    count: Array,
+    reduction: str,
+    /,
+    *,
+    weight: Array | None = None,
+    keep: Array | None = None,
+    bad: Array | None = None,
+    xp: ArrayNamespace,
+) -> Array:
+    """The factor of each token's row of ``G``, of the shape and dtype of `like`.
+
+    ``1 / count`` for ``"mean"`` (0 when `count` is 0), else 1; times
+    `weight` (the upstream gradient: one per token, or 0-d); 0 where `keep`
+    is False; NaN where `bad` (a label out of range on a lazy backend).
+    """
+    zero = const(0.0, like, xp=xp)
+    one = const(1.0, like, xp=xp)
+    if reduction == "mean":
+        pos = count > zero
+        scale = xp.where(pos, one / xp.where(pos, count, one), zero)
+    else:
+        scale = one
+    row = xp.ones_like(like) * scale
+    if weight is not None:
+        row = row * xp.astype(weight, row.dtype)
+    if keep is not None:
+        row = xp.where(keep, row, zero)
+    if bad is not None:
+        row = xp.where(bad, const(float("nan"), row, xp=xp), row)
+    return row
+
+
+def _logit_grad(
+    e: Array,
+    lg: _LabelGrad,
+    row: Array,
+    is_label: Array,
+    keep: Array | None,
+    /,
+    *,
+    spread: float,
+    xp: ArrayNamespace,
+) -> Array:
+    """``G`` of a tile, from ``e = exp(x - m)`` (tokens x classes).
+
+    `lg` and `row` are ``(tokens, 1)`` columns (:meth:`_LabelGrad.block`),
+    `is_label` marks each token's label in the tile, `keep` ``(tokens, 1)``
+    the tokens with a gradient (an ignored row with NaN logits stays 0) and
+    `spread` is ``eps / V``. Not the softcap's slope (:func:`_cap_slope`).
+    """
+    g = e * lg.inv
+    if lg.c1 is not None:
+        g = g * lg.c1
+    if spread > 0.0:
+        g = g - spread
+    g = xp.where(is_label, lg.g_lab, g)
+    if keep is None:
+        return g * row
+    return xp.where(keep, g * row, const(0.0, g, xp=xp))
+
+
+def _cap_slope(t: Array, /) -> Array:
+    """``d/dx [cap tanh(x / cap)] = 1 - t**2`` from ``t = tanh(x / cap)``."""
+    return (1.0 - t) * (1.0 + t)
+
+
 def _linear_cross_entropy(
     hidden: Any,
     weight: Any,
@@ -383,35 +499,13 @@ def _grads(
 ) -> tuple[Array, ...]:
     """Pass 2: recompute each tile, form its gradient, two matmuls per tile."""
     xp = sp.xp
-    zero = const(0.0, st.s, xp=xp)
-    one = const(1.0, st.s, xp=xp)
-    inv_den = one / (one + st.s)
-    dy = st.xy - st.m
-    big = xp.log1p(st.s)
-    lse = st.m + big
-    c1 = one + const(2.0 * sp.z, lse, xp=xp) * lse if sp.z > 0.0 else None
-    # The label's entry: p_y (1 + 2 z lse) - (1 - eps) - eps / V, with
-    # p_y - 1 = (expm1(d_y) - S) / (1 + S): no cancellation at p_y ~ 1.
-    g_lab = (xp.expm1(dy) - st.s) * inv_den
-    if c1 is not None:
-        g_lab = g_lab + (c1 - one) * (xp.exp(dy) * inv_den)
-    if sp.eps > 0.0:
-        g_lab = g_lab + const(sp.eps * (sp.v - 1) / sp.v, g_lab, xp=xp)
-    # The factor of each row: kept, 1 / count for "mean", NaN for bad labels.
-    if sp.reduction == "mean":
-        pos = count > zero
-        scale = xp.where(pos, one / xp.where(pos, count, one), zero)
-    else:
-        scale = one
-    row = xp.ones_like(st.s) * scale
+    lg = _label_grad(st.m, st.s, st.xy - st.m, z=sp.z, eps=sp.eps, v=sp.v, xp=xp)
+    rw = None
     if row_weight is not None:
         rw = xp.reshape(xp.asarray(row_weight, device=device(sp.h)), (sp.n,))
-        row = row * xp.astype(rw, row.dtype)
-    if sp.kept is not None:
-        row = xp.where(sp.kept, row, zero)
-    if sp.bad is not None:
-        row = xp.where(sp.bad, const(float("nan"), row, xp=xp), row)
-    spread = const(sp.eps / sp.v, st.s, xp=xp)
+    row = _row_factor(
+        st.s, count, sp.reduction, weight=rw, keep=sp.kept, bad=sp.bad, xp=xp
+    )
 
     # The GEMMs run in the inputs' dtype, float32 for float16/bfloat16 (whose
     # sums over tiles would otherwise round at every tile); one rounding at the end.
@@ -429,16 +523,17 @@ def _grads(
         for c, i0 in enumerate(range(0, sp.n, sp.tn)):
             i1 = min(i0 + sp.tn, sp.n)
             x, t = _tile(sp, i0, i1, j0, j1)
-            p = xp.exp(x - st.m[i0:i1, None]) * inv_den[i0:i1, None]
-            g = p if c1 is None else p * c1[i0:i1, None]
-            if sp.eps > 0.0:
-                g = g - spread
-            g = xp.where(_label_mask(sp, i0, i1, j0, j1), g_lab[i0:i1, None], g)
-            if sp.kept is not None:  # an ignored row with NaN logits stays 0
-                g = xp.where(sp.kept[i0:i1, None], g, const(0.0, g, xp=xp))
-            g = g * row[i0:i1, None]
+            g = _logit_grad(
+                xp.exp(x - st.m[i0:i1, None]),
+                lg.block(i0, i1),
+                row[i0:i1, None],
+                _label_mask(sp, i0, i1, j0, j1),
+                None if sp.kept is None else sp.kept[i0:i1, None],
+                spread=sp.eps / sp.v,
+                xp=xp,
+            )
             if t is not None:
-                g = g * ((const(1.0, t, xp=xp) - t) * (const(1.0, t, xp=xp) + t))
+                g = g * _cap_slope(t)
             if sp.b is not None:
                 db_j = db_j + xp.sum(g, axis=0)
             if g.dtype != cd:

@@ -37,7 +37,10 @@ import torch
 from torch.autograd.function import once_differentiable
 
 from ._chunked import (
+    _cap_slope,
+    _label_grad,
     _linear_cross_entropy,
+    _row_factor,
     _Setup,
     _setup,
     _Stats,
@@ -72,7 +75,7 @@ def _fast(
     losses, each row times its factor (``1 / count`` for ``"mean"``, and
     `row_weight`, the upstream gradient, when given).
     """
-    h, w, b = sp.h, sp.w, sp.b
+    h, w, b, xp = sp.h, sp.w, sp.b, sp.xp
     n, v, d = sp.n, sp.v, int(h.shape[1])
     f64 = torch.float64
     dev = h.device
@@ -88,15 +91,8 @@ def _fast(
     db = torch.zeros(v, dtype=f64, device=dev) if want[2] and b is not None else None
 
     if grad:
-        if sp.reduction == "mean":
-            scale = torch.where(count > 0, 1.0 / torch.clamp(count, min=1.0), 0.0)
-        else:
-            scale = torch.ones((), dtype=f64, device=dev)
-        row = torch.full((n,), 1.0, dtype=f64, device=dev) * scale
-        if row_weight is not None:
-            row = row * row_weight.reshape(n).to(f64)
-        if sp.kept is not None:
-            row = torch.where(sp.kept, row, 0.0)
+        rw = None if row_weight is None else row_weight.reshape(n)
+        row = _row_factor(m_all, count, sp.reduction, weight=rw, keep=sp.kept, xp=xp)
         spread = sp.eps / v
         tiny = torch.finfo(cd).smallest_normal
         inf = float("inf")
@@ -144,19 +140,14 @@ def _fast(
             xy_all[g0:g1] = xy[:, 0]
             if not grad:
                 continue
-            # G = p c1 f - eps/V r, with p = e / (1 + S) (1 / (1 + S) at the
-            # maximum), r the row's factor, f = r / (1 + S); at the label
-            # p_y - 1 = (expm1(d_y) - S) / (1 + S), without cancellation.
-            inv = 1.0 / (1.0 + s)
+            # G = e f - eps/V r, in place in the rows' buffer: r the row's
+            # factor, f = r c1 / (1 + S) (at the maximum e = 1), g_lab r at
+            # the label (the factors of _chunked._label_grad).
+            lg = _label_grad(m, s, dy, z=sp.z, eps=sp.eps, v=v, xp=xp)
             r = row[g0:g1, None]
-            g_lab = (torch.expm1(dy) - s) * inv
-            f = inv * r
-            if sp.z > 0.0:
-                c1 = 1.0 + (2.0 * sp.z) * (m + torch.log1p(s))
-                g_lab = g_lab + (c1 - 1.0) * (torch.exp(dy) * inv)
-                f = f * c1
-            if sp.eps > 0.0:
-                g_lab = g_lab + sp.eps * (v - 1) / v
+            f = lg.inv * r
+            if lg.c1 is not None:
+                f = f * lg.c1
             # Entries of G below the smallest normal of the compute dtype add
             # less than its ulp to any sum, but subnormal operands slow BLAS
             # down: flush them (e >= 0, so one comparison per entry).
@@ -166,9 +157,9 @@ def _fast(
             g.scatter_(1, k, f)
             if sp.eps > 0.0:
                 g.sub_(spread * r)
-            g.scatter_(1, lab, g_lab * r)
+            g.scatter_(1, lab, lg.g_lab * r)
             if t is not None:
-                g.mul_((1.0 - t) * (1.0 + t))
+                g.mul_(_cap_slope(t))
             if db is not None:
                 db += torch.sum(g, dim=0)
             x[r0:r1] = g  # the tile's buffer now holds its gradient

@@ -29,6 +29,7 @@ import math
 import operator
 from typing import Any, NamedTuple
 
+from ._chunked import _label_grad, _logit_grad, _row_factor
 from ._dd import add_dd, exp_dd, log1p_dd, mul_dd, sum_dd
 from ._helpers import round_to, two_sum
 from ._reduction import check_label_smoothing, check_reduction, loss_dtype, reduce
@@ -621,21 +622,10 @@ def _backward(x: Any, sv: _Saved, grad: Any) -> Any:
     vl = int(x.shape[-1])
     x2 = x.reshape(n, vl)
     g_out = grad.to(f64)
-    if sv.reduction == "none":
-        row = g_out.reshape(n)
-    else:
-        scale = g_out
-        if sv.reduction == "mean":
-            pos = sv.count > 0.0
-            scale = scale * torch.where(pos, 1.0 / torch.where(pos, sv.count, 1.0), 0.0)
-        row = scale.expand(n)
-    inv = 1.0 / (1.0 + sv.s)
-    eps, v = sv.eps, sv.v
-    # The label's entry: p_y - (1 - eps) - eps / V with p_y - 1 =
-    # (expm1(d_y) - S) / (1 + S): no cancellation for a confident right answer.
-    g_lab = (torch.expm1(sv.dy) - sv.s) * inv
-    if eps > 0.0:
-        g_lab = g_lab + eps * (v - 1) / v
+    up = g_out.reshape(n) if sv.reduction == "none" else g_out
+    row = _row_factor(sv.s, sv.count, sv.reduction, weight=up, xp=xp)
+    # Label smoothing spreads over the global vocabulary (sv.v), not this shard.
+    lg = _label_grad(sv.m, sv.s, sv.dy, z=0.0, eps=sv.eps, v=sv.v, xp=xp)
     local = sv.lab - sv.vocab_start
     inside = (local >= 0) & (local < vl)
     out = torch.empty_like(x2)
@@ -662,13 +652,16 @@ def _backward(x: Any, sv: _Saved, grad: Any) -> Any:
             )
         else:
             e = torch.exp(d)
-        g = e * inv[i0:i1, None]
-        if eps > 0.0:
-            g = g - eps / v
         is_lab = (cols == local[i0:i1, None]) & inside[i0:i1, None]
-        g = torch.where(is_lab, g_lab[i0:i1, None], g)
-        live = sv.live[i0:i1, None]
-        g = torch.where(live, g * row[i0:i1, None], 0.0)
+        g = _logit_grad(
+            e,
+            lg.block(i0, i1),
+            row[i0:i1, None],
+            is_lab,
+            sv.live[i0:i1, None],
+            spread=sv.eps / sv.v,
+            xp=xp,
+        )
         out[i0:i1] = round_to(g, x.dtype, xp=xp)
     return out.reshape(x.shape)
 
