@@ -212,3 +212,27 @@ def test_exact_sums_pickle_folds_the_pending_sums() -> None:
     ]
     t.add(np.asarray([1.0]), np.asarray([0]))
     assert t.fraction(0) == Fraction(0.1) + 1
+
+
+def test_cli_same_metrics_with_and_without_the_kernel(
+    tmp_path: Any, capsys: pytest.CaptureFixture[str], monkeypatch: pytest.MonkeyPatch
+) -> None:
+    import json
+
+    from logitkit._cli import main
+
+    x, y = _adversarial(300, 12)
+    np.save(tmp_path / "p.npy", x)
+    np.save(tmp_path / "y.npy", y)
+    outs = []
+    for disable in ("0", "1"):
+        monkeypatch.setenv("LOGITKIT_DISABLE_KERNELS", disable)
+        args = ["score", str(tmp_path / "p.npy"), "--labels", str(tmp_path / "y.npy")]
+        assert main([*args, "--json", "--per-class", "--top-k", "3"]) == 0
+        outs.append(json.loads(capsys.readouterr().out))
+    a, b = outs
+    assert a["calibration"] == b["calibration"]
+    assert a["metrics"]["accuracy"] == b["metrics"]["accuracy"]
+    assert a["metrics"]["top_k_accuracy"] == b["metrics"]["top_k_accuracy"]
+    for key in ("nll_sum", "nll_mean", "brier", "ece", "entropy_mean"):
+        assert a["metrics"][key] == pytest.approx(b["metrics"][key], rel=1e-6), key

@@ -32,6 +32,9 @@ __all__ = ["add_parser", "feed", "new_scorer", "run", "score_options"]
 #: A chunk of rows in float64 (``--chunk-rows`` by default); the work on it
 #: peaks at about 8 times this (temporaries of the softmax, the Brier score).
 CHUNK_BYTES = 8 * 2**20
+#: A chunk of float32 (float16) logits scored by the compiled kernel, which
+#: needs no temporaries of the chunk's size: larger chunks, fewer launches.
+KERNEL_CHUNK_BYTES = 16 * 2**20
 #: Inputs at least this large get a progress bar (on a terminal).
 PROGRESS_MIN_BYTES = 256 * 2**20
 OUTPUT_FORMATS = (".json", ".csv")
@@ -211,7 +214,10 @@ def add_input_options(p: argparse.ArgumentParser) -> None:
         "--chunk-rows",
         type=_positive,
         metavar="N",
-        help="rows per chunk (default: 8 MiB of float64 per chunk, ~64 MiB of work)",
+        help=(
+            "rows per chunk (default: 8 MiB of float64 per chunk, ~64 MiB of work; "
+            "float32 logits scored by the compiled kernel: 16 MiB of float32)"
+        ),
     )
 
 
@@ -494,9 +500,28 @@ def new_scorer(k: int, opts: ScoreOptions) -> Scorer:
     return (MultilabelScorer if opts.multilabel else MulticlassScorer)(k, opts)
 
 
-def chunk_rows(args: argparse.Namespace, k: int) -> int:
-    """Rows per chunk: ``--chunk-rows``, or 8 MiB of float64."""
-    return int(args.chunk_rows or max(1, CHUNK_BYTES // (8 * max(k, 1))))
+def chunk_rows(args: argparse.Namespace, k: int, pred: Source | None = None) -> int:
+    """Rows per chunk: ``--chunk-rows``, or 8 MiB of float64.
+
+    Logits of 4 bytes or less per value (float32, float16) from a file of
+    known size, scored by the compiled kernel, take 16 MiB chunks of their
+    own dtype instead (the numbers do not depend on the chunk size).
+    """
+    if args.chunk_rows:
+        return int(args.chunk_rows)
+    k = max(k, 1)
+    if (
+        pred is not None
+        and not args.probs
+        and not args.multilabel
+        and pred.n_rows
+        and pred.bytes_total // (pred.n_rows * max(pred.n_cols, 1)) in (2, 4)
+    ):
+        from . import _kernels
+
+        if _kernels.available():
+            return max(1, KERNEL_CHUNK_BYTES // (4 * k))
+    return max(1, CHUNK_BYTES // (8 * k))
 
 
 def feed(
@@ -557,7 +582,7 @@ def _score(args: argparse.Namespace) -> dict[str, Any]:
         pred, lab, column = _open_inputs(args, stack)
         k = _check_sizes(pred, lab, column, args.multilabel)
         opts = score_options(args, k)
-        chunk = chunk_rows(args, k)
+        chunk = chunk_rows(args, k, pred)
         if engine(args) == "dask":
             from ._score_dask import score_on_dask
 
