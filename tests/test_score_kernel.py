@@ -236,3 +236,24 @@ def test_cli_same_metrics_with_and_without_the_kernel(
     assert a["metrics"]["top_k_accuracy"] == b["metrics"]["top_k_accuracy"]
     for key in ("nll_sum", "nll_mean", "brier", "ece", "entropy_mean"):
         assert a["metrics"][key] == pytest.approx(b["metrics"][key], rel=1e-6), key
+
+
+def test_npy_read_in_place_and_a_file_that_shrinks(tmp_path: Any) -> None:
+    from logitkit._io import DataError, open_array
+
+    x = RNG.standard_normal((1000, 16)).astype(np.float32)
+    np.save(tmp_path / "p.npy", x)
+    src = open_array(
+        tmp_path / "p.npy", key=None, class_axis_of=lambda _shape: 1, what="predictions"
+    )
+    first = src.read(300)
+    np.testing.assert_array_equal(first, x[:300])
+    second = src.read(300)  # the first read's pages are released, not its data
+    np.testing.assert_array_equal(first, x[:300])
+    np.testing.assert_array_equal(second, x[300:600])
+    with open(tmp_path / "p.npy", "r+b") as fh:
+        fh.truncate(fh.seek(0, 2) - 64 * 200)
+    with pytest.raises(DataError, match=r"p\.npy: truncated: 1000 rows expected, \d+"):
+        src.read(300)
+    src.close()
+    np.testing.assert_array_equal(second, x[300:600])  # views outlive the source

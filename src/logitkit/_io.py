@@ -4,7 +4,8 @@ Every reader is a :class:`Source`: a sequence of rows (examples) read in order,
 ``read(n)`` at a time, each row a vector of columns (the classes; one column for
 integer labels). Memory is bounded by the rows asked for, never the file:
 
-- ``.npy`` is memory-mapped and copied a slab of rows at a time;
+- ``.npy`` is memory-mapped; a C-ordered one with its class axis last is read
+  in place (views, released page by page), others a copied slab at a time;
 - a C-ordered array inside a ``.npz`` (stored or deflated) is decompressed as a
   stream; a Fortran-ordered one, or one whose class axis is not the last, is
   loaded whole (NumPy cannot map a zip member);
@@ -27,6 +28,7 @@ import contextlib
 import io
 import itertools
 import math
+import mmap
 import os
 import tempfile
 import zipfile
@@ -227,10 +229,15 @@ class _ArraySource(Source):
 class _NpyFile(Source):
     """Rows of a C-ordered ``.npy`` file whose class axis is last, read in place.
 
-    Each :meth:`read` is one positioned read (seek and ``readinto``) of the rows
-    into a new array: unlike a memory map, whose touched pages stay in the
-    process's resident memory until it is closed, memory is bounded by the
-    rows asked for, whatever the file's size.
+    The file is memory-mapped read-only and each :meth:`read` returns a view of
+    the rows asked for: the data are read once, by whoever computes on them,
+    with no copy. The pages of the previous read are then released from the
+    process (``madvise(MADV_DONTNEED)``; they stay in the page cache), so that
+    resident memory is bounded by the rows asked for, whatever the file's
+    size. Before each read the file's size is checked, so that a file that
+    shrank after it was opened gives an error, not a bus error. Where the file
+    cannot be mapped (or ``madvise`` is missing), each read is a positioned
+    read (seek and ``readinto``) into a new array.
     """
 
     def __init__(
@@ -255,13 +262,51 @@ class _NpyFile(Source):
         self._row_bytes = self.n_cols * dtype.itemsize
         self.bytes_total = self.n_rows * self._row_bytes
         self._fh: io.FileIO | None = io.FileIO(path, "rb")
+        self._map: mmap.mmap | None = None
+        self._mapped = (0, 0)  # the byte range of the last read, to release
+        if hasattr(mmap.mmap, "madvise") and self.bytes_total > 0:
+            with contextlib.suppress(OSError, ValueError):
+                self._map = mmap.mmap(self._fh.fileno(), 0, access=mmap.ACCESS_READ)
+
+    def _truncated(self, start: int, found_bytes: int) -> DataError:
+        msg = (
+            f"{self.path}: truncated: {self.n_rows} rows expected, "
+            f"{start + found_bytes // max(1, self._row_bytes)} found"
+        )
+        return DataError(msg)
+
+    def _release(self) -> None:
+        lo, hi = self._mapped
+        if self._map is not None and hi > lo:
+            page = mmap.PAGESIZE
+            lo = lo // page * page
+            with contextlib.suppress(OSError, ValueError):
+                self._map.madvise(mmap.MADV_DONTNEED, lo, hi - lo)
+        self._mapped = (0, 0)
 
     def read(self, n: int, /) -> npt.NDArray[Any]:
         assert self.n_rows is not None
         assert self._fh is not None
         start, stop = self._pos, min(self._pos + n, self.n_rows)
         self._pos = max(start, stop)
-        out = np.empty((max(0, stop - start), self.n_cols), dtype=self._dtype)
+        rows = max(0, stop - start)
+        if self._map is not None:
+            self._release()
+            first = self._offset + start * self._row_bytes
+            last = first + rows * self._row_bytes
+            try:
+                size = os.fstat(self._fh.fileno()).st_size
+            except OSError as exc:
+                msg = f"{self.path}: cannot read rows {start} to {stop - 1}: {exc}"
+                raise DataError(msg) from exc
+            if size < last:  # the file shrank after it was opened
+                raise self._truncated(start, max(0, size - first))
+            self._mapped = (first, last)
+            flat = np.frombuffer(
+                self._map, dtype=self._dtype, count=rows * self.n_cols, offset=first
+            )
+            return flat.reshape(rows, self.n_cols)
+        out = np.empty((rows, self.n_cols), dtype=self._dtype)
         view = out.reshape(-1).view(np.uint8).data
         done = 0
         try:
@@ -275,11 +320,7 @@ class _NpyFile(Source):
             msg = f"{self.path}: cannot read rows {start} to {stop - 1}: {exc}"
             raise DataError(msg) from exc
         if done < len(view):  # the file shrank after it was opened
-            msg = (
-                f"{self.path}: truncated: {self.n_rows} rows expected, "
-                f"{start + done // max(1, self._row_bytes)} found"
-            )
-            raise DataError(msg)
+            raise self._truncated(start, done)
         return out
 
     @property
@@ -290,6 +331,10 @@ class _NpyFile(Source):
         self._pos = row
 
     def close(self) -> None:
+        self._release()
+        # Views handed out by read() keep the map alive; it is unmapped when
+        # the last of them goes (closing it now would fail while they exist).
+        self._map = None
         if self._fh is not None:
             self._fh.close()
             self._fh = None
@@ -379,8 +424,8 @@ def _open_npy(
     )
     offset = getattr(arr, "offset", None)
     if last and arr.flags.c_contiguous and isinstance(offset, int) and mm is not None:
-        # C order, classes last: positioned reads, not the map (whose pages
-        # would stay resident); the map only checked the header and the size.
+        # C order, classes last: read in place by _NpyFile, which releases the
+        # pages it has handed out; this map only checked the header and size.
         dtype = arr.dtype
         del arr
         mm.close()
