@@ -312,8 +312,16 @@ def _stats(sp: _Setup, /) -> _Stats:
     return _Stats(cat(ms), cat(ss), cat(xys), cat(ts) if sp.eps > 0.0 else None)
 
 
-def _token_losses(sp: _Setup, st: _Stats, /) -> tuple[Array, Array]:
-    """Per-token losses (work dtype, 0 where ignored) and the "mean" count."""
+def _count(sp: _Setup, /) -> Array:
+    """The denominator of ``"mean"``: the number of kept tokens (0-d, work dtype)."""
+    xp = sp.xp
+    if sp.kept is None:
+        return xp.asarray(float(sp.n), dtype=sp.wd, device=device(sp.h))
+    return xp.sum(xp.astype(sp.kept, sp.wd))
+
+
+def _token_losses(sp: _Setup, st: _Stats, /) -> Array:
+    """Per-token losses (work dtype, 0 where ignored, NaN for bad labels)."""
     xp = sp.xp
     zero = const(0.0, st.s, xp=xp)
     big = xp.log1p(st.s)
@@ -326,12 +334,9 @@ def _token_losses(sp: _Setup, st: _Stats, /) -> tuple[Array, Array]:
         loss = loss + const(sp.z, loss, xp=xp) * (lse * lse)
     if sp.kept is not None:
         loss = xp.where(sp.kept, loss, zero)
-        count = xp.sum(xp.astype(sp.kept, sp.wd))
-    else:
-        count = const(float(sp.n), zero, xp=xp)
     if sp.bad is not None:
         loss = xp.where(sp.bad, const(float("nan"), loss, xp=xp), loss)
-    return loss, count
+    return loss
 
 
 def _value(sp: _Setup, loss: Array, count: Array, /) -> Array:
@@ -487,8 +492,8 @@ def _linear_cross_entropy(
         softcap, reduction, chunk_size, xp,
     )  # fmt: skip
     st = _stats(sp)
-    loss, count = _token_losses(sp, st)
-    value = _value(sp, loss, count)
+    count = _count(sp)
+    value = _value(sp, _token_losses(sp, st), count)
     if not want_grad:
         return (value,)
     return (value, *_grads(sp, st, count, row_weight))

@@ -38,6 +38,7 @@ from torch.autograd.function import once_differentiable
 
 from ._chunked import (
     _cap_slope,
+    _count,
     _label_grad,
     _linear_cross_entropy,
     _row_factor,
@@ -279,21 +280,13 @@ def _run(
             opts["label_smoothing"], opts["z_loss"], opts["softcap"],
             opts["reduction"], None, None,
         )  # fmt: skip
-        count = _count(sp)
+        count = _count(sp)  # before the statistics: the gradient is formed with them
         stats, raw = _fast(sp, count, want=need, row_weight=rows)
-        loss, count = _token_losses(sp, stats)
-        value = _value(sp, loss, count)
+        value = _value(sp, _token_losses(sp, stats), count)
         grads = _rounded(sp, raw)
     if grad_out is not None and not per_token:
         grads = tuple(None if g is None else g * grad_out for g in grads)
     return value, grads
-
-
-def _count(sp: _Setup) -> torch.Tensor:
-    """The denominator of ``"mean"``: the number of kept tokens (float64)."""
-    if sp.kept is None:
-        return torch.tensor(float(sp.n), dtype=torch.float64, device=sp.h.device)
-    return torch.sum(sp.kept.to(torch.float64))
 
 
 def linear_cross_entropy(
