@@ -31,6 +31,7 @@ wiring.
 
 from __future__ import annotations
 
+from bisect import bisect_left
 from typing import Any
 
 import torch
@@ -102,6 +103,12 @@ def _fast(
     rn = max(1, min(tn, ROW_ELEMENTS // v))
     wt = w.T
     first_dw = True
+    # The ignored tokens, found once (one device-to-host copy, not one a block).
+    # _setup zeroed their hidden rows, but a non-finite weight or bias still
+    # makes their logits NaN (0 * inf): their rows are zeroed below, so that
+    # their gradient rows stay 0 and no NaN reaches dW or db.
+    ignored = None if sp.kept is None else torch.nonzero(~sp.kept)[:, 0]
+    ignored_at = [] if ignored is None else ignored.tolist()
     # Reused buffers: fresh large allocations cost page faults at every tile.
     tile = torch.empty((min(tn, n), v), dtype=cd, device=dev)
     rows = torch.empty((rn, v), dtype=f64, device=dev)
@@ -118,10 +125,9 @@ def _fast(
             g0, g1 = i0 + r0, i0 + r1
             xr = rows[: r1 - r0]
             xr.copy_(x[r0:r1])
-            if sp.kept is not None:  # ignored rows: zeros, so no NaN reaches G
-                ign = torch.nonzero(~sp.kept[g0:g1])[:, 0]
-                if ign.numel():
-                    xr.index_fill_(0, ign, 0.0)
+            lo, hi = bisect_left(ignored_at, g0), bisect_left(ignored_at, g1)
+            if ignored is not None and hi > lo:  # ignored rows: zeros
+                xr.index_fill_(0, ignored[lo:hi] - g0, 0.0)
             t = None
             if sp.cap is not None:
                 t = torch.tanh(xr.div_(sp.cap))
