@@ -165,6 +165,35 @@ class _ParquetSource(Source):
     def bytes_done(self) -> int:
         return self._pos * self._row_bytes
 
+    def seek(self, row: int, /) -> None:
+        """Make `row` the next row :meth:`read` returns.
+
+        Reading starts again at the row group holding `row` (row groups before
+        it are not decoded); the rows of that group before `row` are read and
+        dropped.
+        """
+        md = self._pf.metadata
+        first, g = 0, 0
+        while g < md.num_row_groups and first + md.row_group(g).num_rows <= row:
+            first += int(md.row_group(g).num_rows)
+            g += 1
+        batch = 65_536
+        self._batches = self._pf.iter_batches(
+            batch_size=batch,
+            columns=self._columns,
+            row_groups=list(range(g, md.num_row_groups)),
+        )
+        self._pending, self._buffered = [], 0
+        self._decoded = self._pos = first
+        while self._pos < row:  # the rows of the row group before `row`
+            if len(self.read(min(batch, row - self._pos))) == 0:
+                break
+
+    def row_group_sizes(self) -> list[int]:
+        """The number of rows of each row group of the file, in order."""
+        md = self._pf.metadata
+        return [int(md.row_group(g).num_rows) for g in range(md.num_row_groups)]
+
     def close(self) -> None:
         self._batches = None
         self._pending = []
@@ -359,6 +388,15 @@ class _ZarrSource(Source):
     @property
     def bytes_done(self) -> int:
         return self._pos * self._row_bytes
+
+    def seek(self, row: int, /) -> None:
+        """Make `row` the next row :meth:`read` returns."""
+        self._pos = row
+
+    def chunk_rows(self) -> int:
+        """The rows of one chunk along the slab axis (of one slab if unchunked)."""
+        chunks = getattr(self._arr, "chunks", None)
+        return self._per_slab * (int(chunks[self._slab_axis]) if chunks else 1)
 
 
 def zarr_keys(group: Any) -> list[str]:

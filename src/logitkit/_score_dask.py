@@ -104,11 +104,10 @@ def partitions(src: Source, rows: int | None = None) -> list[tuple[int, int]]:
     n = int(src.n_rows or 0)
     target = max(1, PARTITION_BYTES // _row_bytes(src))
     if rows is None and isinstance(src, _ParquetSource):
-        md = src._pf.metadata
         bounds: list[tuple[int, int]] = []
         start = stop = 0
-        for g in range(md.num_row_groups):
-            stop += int(md.row_group(g).num_rows)
+        for size in src.row_group_sizes():
+            stop += size
             if stop - start >= target:
                 bounds.append((start, stop))
                 start = stop
@@ -116,38 +115,10 @@ def partitions(src: Source, rows: int | None = None) -> list[tuple[int, int]]:
             bounds.append((start, stop))
         return bounds
     if rows is None and isinstance(src, _ZarrSource):
-        chunks = getattr(src._arr, "chunks", None)
-        per_chunk = src._per_slab * (int(chunks[src._slab_axis]) if chunks else 1)
+        per_chunk = src.chunk_rows()
         rows = -(-target // per_chunk) * per_chunk
     size = rows or target
     return [(a, min(a + size, n)) for a in range(0, n, size)]
-
-
-def _seek(src: Source, row: int) -> None:
-    """Make `row` the next row that ``src.read`` returns."""
-    from ._io_formats import _ParquetSource, _ZarrSource
-
-    if isinstance(src, _ZarrSource):
-        src._pos = row
-    elif isinstance(src, _ParquetSource):
-        md = src._pf.metadata
-        first, g = 0, 0
-        while g < md.num_row_groups and first + md.row_group(g).num_rows <= row:
-            first += int(md.row_group(g).num_rows)
-            g += 1
-        batch = 65_536
-        src._batches = src._pf.iter_batches(
-            batch_size=batch,
-            columns=src._columns,
-            row_groups=list(range(g, md.num_row_groups)),
-        )
-        src._pending, src._buffered = [], 0
-        src._decoded = src._pos = first
-        while src._pos < row:  # the rows of the row group before `row`
-            if len(src.read(min(batch, row - src._pos))) == 0:
-                break
-    else:
-        src.seek(row)
 
 
 # ------------------------------------------------------------------ tasks
@@ -194,7 +165,7 @@ def _score_part(job: _Job, index: int, start: int, stop: int) -> _Part:
             for src in (pred, lab):
                 if src is not None:
                     src.path = Path(job.shown.get(str(src.path), str(src.path)))
-                    _seek(src, start)
+                    src.seek(start)
             scorer = new_scorer(job.k, job.opts)
             feed(scorer, pred, lab, column, chunk=job.chunk, row0=start, stop=stop)
     except (DataError, UsageError, OSError, MemoryError) as exc:
