@@ -5,9 +5,20 @@
 
 The public functions of ``logitkit._softmax`` and ``logitkit._cross_entropy``
 call the dispatchers here first. A dispatcher returns ``None`` when its input
-does not qualify (not a ``numpy.ndarray`` of float32/float64, an option other
-than the common ones, an empty axis, numba missing, kernels disabled), and
-the portable Array-API code then runs as before. Where a kernel runs, it
+does not qualify (not a float32/float64 array of NumPy, or of torch or JAX
+as below, an option other than the common ones, an empty axis, numba
+missing, kernels disabled), and the portable Array-API code then runs as
+before.
+
+A CPU torch tensor that autograd does not track (``requires_grad`` False, or
+grad mode off) and a concrete JAX array on one CPU device (not a tracer:
+not inside ``jit``, ``grad`` or ``vmap``) are viewed as NumPy arrays through
+DLPack, without a copy, and the result is handed back the same way
+(``Tensor.numpy``/``torch.from_numpy``, the same sharing as DLPack but
+cheaper per call; ``jax.dlpack.from_dlpack``, which shares the buffer
+when it is C-contiguous and 64-byte aligned, as the outputs made here are
+for JAX, and copies otherwise). Everything else of those libraries (autograd,
+tracers, other devices, ``torch.compile``) takes the portable path. Where a kernel runs, it
 gives the portable path's values and special values, bit for bit but for the
 rare double roundings both are exposed to (see ``docs/performance.md``).
 
@@ -26,8 +37,11 @@ import functools
 import os
 import sys
 import threading
+from collections.abc import Callable
 from types import ModuleType, SimpleNamespace
-from typing import Any
+from typing import Any, NamedTuple
+
+from array_api_compat import is_jax_array, is_torch_array
 
 __all__ = [
     "available",
@@ -94,6 +108,124 @@ def _numpy_input(x: Any) -> Any:
     return np
 
 
+class _Input(NamedTuple):
+    """An input a kernel can take: `x` as NumPy, and the way back."""
+
+    np: Any  # the numpy module
+    x: Any  # a numpy.ndarray (a zero-copy view of a torch or JAX input)
+    back: Callable[[Any], Any] | None  # a NumPy result -> the input's library
+    aligned: bool  # allocate results 64-byte aligned (JAX shares them then)
+
+
+def _input(x: Any, *, allow_0d: bool = False) -> _Input | None:
+    """`x` as a float32/float64 NumPy array for a kernel, or None.
+
+    NumPy arrays as they are; CPU torch tensors and JAX arrays that need no
+    autograd or tracing, by a zero-copy DLPack view (see the module doc).
+    """
+    if type(x).__name__ == "ndarray" and type(x).__module__ == "numpy":
+        view, back, aligned = x, None, False
+    elif is_torch_array(x):
+        got = _torch_view(x)
+        if got is None:
+            return None
+        view, back, aligned = got[0], got[1], False
+    elif is_jax_array(x):
+        got = _jax_view(x)
+        if got is None:
+            return None
+        view, back, aligned = got[0], got[1], True
+    else:
+        return None
+    np = sys.modules["numpy"]
+    if view.dtype not in (np.float32, np.float64) or not view.dtype.isnative:
+        return None
+    if (view.ndim == 0 and not allow_0d) or view.size == 0 or disabled():
+        return None
+    return _Input(np, view, back, aligned)
+
+
+def _torch_view(x: Any) -> tuple[Any, Callable[[Any], Any]] | None:
+    """A NumPy view of a CPU float tensor autograd does not track, or None."""
+    import torch
+
+    if type(x) is not torch.Tensor and type(x) is not torch.nn.Parameter:
+        return None  # subclasses (FakeTensor, functorch wrappers, ...)
+    if x.device.type != "cpu" or x.dtype not in (torch.float32, torch.float64):
+        return None
+    if x.requires_grad and torch.is_grad_enabled():
+        return None  # autograd needs the graph of the portable path
+    if torch.compiler.is_compiling():
+        return None
+    # ``Tensor.numpy`` and ``torch.from_numpy`` share memory as DLPack does,
+    # and cost 3.5 us less per call together (measured: 0.96 + 0.78 us
+    # against 3.35 + 1.90 us), which shows on small inputs.
+    try:
+        view = (x.detach() if x.requires_grad else x).numpy()
+    except (RuntimeError, TypeError):
+        return None
+    return view, torch.from_numpy
+
+
+def _jax_view(x: Any) -> tuple[Any, Callable[[Any], Any]] | None:
+    """A NumPy view of a concrete float JAX array on one CPU device, or None."""
+    import jax
+
+    if isinstance(x, jax.core.Tracer) or not isinstance(x, jax.Array):
+        return None  # inside jit, grad, vmap: the portable path traces
+    if getattr(x, "weak_type", False):
+        return None  # the portable path keeps the weak type
+    devices = x.devices()
+    if len(devices) != 1:
+        return None
+    (dev,) = devices
+    if dev.platform != "cpu":
+        return None
+    np = sys.modules["numpy"]
+    try:
+        view = np.from_dlpack(x)
+    except (BufferError, RuntimeError, TypeError, ValueError):
+        return None
+    return view, functools.partial(_to_jax, dev)
+
+
+def _to_jax(dev: Any, y: Any) -> Any:
+    """The NumPy result `y` as a JAX array on `dev` (shares `y` when it can)."""
+    import jax
+
+    np = sys.modules["numpy"]
+    y = np.asarray(y)
+    if not y.flags.c_contiguous:
+        y = _aligned_copy(np, y)
+    out = jax.dlpack.from_dlpack(y)
+    if out.devices() != {dev}:
+        out = jax.device_put(out, dev)
+    return out
+
+
+def _same(y: Any) -> Any:
+    return y
+
+
+def _empty(np: Any, shape: Any, dtype: Any, aligned: bool) -> Any:
+    """``np.empty(shape, dtype)``; 64-byte aligned if `aligned` (for JAX)."""
+    if not aligned:
+        return np.empty(shape, dtype=dtype)
+    dtype = np.dtype(dtype)
+    size = 1
+    for s in shape if isinstance(shape, tuple) else (shape,):
+        size *= int(s)
+    raw = np.empty(size * dtype.itemsize + 64, dtype=np.uint8)
+    start = -raw.ctypes.data % 64
+    return raw[start : start + size * dtype.itemsize].view(dtype).reshape(shape)
+
+
+def _aligned_copy(np: Any, y: Any) -> Any:
+    out = _empty(np, y.shape, y.dtype, True)
+    out[...] = y
+    return out
+
+
 def _class_axis(axis: Any, ndim: int) -> int | None:
     """`axis` as a non-negative int when it names one valid axis, else None."""
     if axis is None:
@@ -138,9 +270,10 @@ def _run(kernels: tuple[Any, Any], rows: int, n: int, *args: Any) -> None:
 
 
 def _normalise(x: Any, axis: Any, out: Any, *, name: str) -> Any | None:
-    np = _numpy_input(x)
-    if np is None:
-        return None
+    inp = _input(x)
+    if inp is None or (out is not None and inp.back is not None):
+        return None  # `out=` is NumPy-only: the portable path raises
+    np, x = inp.np, inp.x
     a = _class_axis(axis, x.ndim)
     if a is None:
         return None
@@ -157,7 +290,7 @@ def _normalise(x: Any, axis: Any, out: Any, *, name: str) -> Any | None:
     xr = _rows(np, x, a)
     rows, n = xr.shape
     direct = out is not None and a == x.ndim - 1 and out.flags.c_contiguous
-    yr = out.reshape(rows, n) if direct else np.empty_like(xr)
+    yr = out.reshape(rows, n) if direct else _empty(np, xr.shape, x.dtype, inp.aligned)
     _run(kernel, rows, n, xr, yr)
     if direct:
         return out
@@ -167,7 +300,7 @@ def _normalise(x: Any, axis: Any, out: Any, *, name: str) -> Any | None:
     if out is not None:
         out[...] = y
         return out
-    return y
+    return y if inp.back is None else inp.back(y)
 
 
 def softmax(x: Any, axis: Any, out: Any) -> Any | None:
@@ -182,9 +315,10 @@ def log_softmax(x: Any, axis: Any, out: Any) -> Any | None:
 
 def logsumexp(x: Any, axis: Any, keepdims: bool, return_sign: bool) -> Any | None:
     """``logsumexp(x, axis, keepdims=..., return_sign=...)`` by a kernel, or None."""
-    np = _numpy_input(x)
-    if np is None:
+    inp = _input(x)
+    if inp is None:
         return None
+    np, x = inp.np, inp.x
     if axis is None or (isinstance(axis, tuple) and len(axis) == x.ndim > 1):
         try:
             if axis is not None and (
@@ -211,14 +345,15 @@ def logsumexp(x: Any, axis: Any, keepdims: bool, return_sign: bool) -> Any | Non
     if kernel is None:
         return None
     rows, n = xr.shape
-    lse = np.empty(rows, dtype=x.dtype)
+    lse = _empty(np, rows, x.dtype, inp.aligned)
     _run(kernel, rows, n, xr, lse)
     lse = lse.reshape(shape)
+    back = _same if inp.back is None else inp.back
     if not return_sign:
-        return lse
+        return back(lse)
     sign = np.where(lse == -np.inf, 0.0, 1.0).astype(x.dtype)
     sign = np.where(np.isnan(lse), lse, sign)
-    return lse, sign
+    return back(lse), back(sign)
 
 
 @functools.cache
@@ -249,11 +384,17 @@ def _helpers() -> SimpleNamespace:
 def sparse_softmax_cross_entropy(
     logits: Any, labels: Any, axis: Any, ignore_index: Any, reduction: str
 ) -> Any | None:
-    """The plain sparse cross entropy (no weights, smoothing, ...) by a kernel."""
-    np = _numpy_input(logits)
-    if np is None:
+    """The plain sparse cross entropy (no weights, smoothing, ...) by a kernel.
+
+    For torch and JAX logits, `labels` must be an integer array of the same
+    library (viewed the same way); anything the checks below would refuse
+    goes to the portable path, which raises its own error.
+    """
+    inp = _input(logits)
+    if inp is None:
         return None
-    x = logits
+    np, x = inp.np, inp.x
+    foreign = inp.back is not None
     a = _class_axis(axis, x.ndim)
     if a is None:
         return None
@@ -268,42 +409,81 @@ def sparse_softmax_cross_entropy(
     h.check_reduction(reduction)
     if ignore_index is not None and not isinstance(ignore_index, int):
         return None
-    xp = h.array_namespace(x)
-    lab = labels if type(labels) is np.ndarray else h.labels_array(labels, x, xp=xp)
+    if foreign:
+        lab = _labels_view(labels, logits)
+        if lab is None:
+            return None
+        xp = h.array_namespace(lab)
+    else:
+        xp = h.array_namespace(x)
+        lab = labels if type(labels) is np.ndarray else h.labels_array(labels, x, xp=xp)
     if lab.dtype.kind not in "iu":
+        if foreign:
+            return None
         h.check_int_labels(lab)
     n = x.shape[a]
     expected = tuple(s for i, s in enumerate(x.shape) if i != a)
     if lab.shape != expected:
+        if foreign:
+            return None
         h.check_shape(lab, expected, x, what="of the logits without axis")
     kept = None
     if ignore_index is None:
         if lab.size and (lab.min() < 0 or lab.max() >= n):
+            if foreign:
+                return None
             h.check_labels(lab, n, name="labels", xp=xp)
         y = lab.astype(np.int64, copy=False).reshape(-1)
     else:
         kept = lab != np.asarray(int(ignore_index), dtype=lab.dtype)
         y = np.where(kept, lab, -1).astype(np.int64, copy=False).reshape(-1)
         if y.size and (y.min() < -1 or y.max() >= n or (lab[kept] < 0).any()):
+            if foreign:
+                return None
             h.check_kept_positions(lab, kept, n, xp=xp)
     y = np.ascontiguousarray(y)
     xr = _rows(np, x, a)
     rows = xr.shape[0]
     refine = x.dtype == np.float64  # double-double: the low parts too
-    loss = np.empty(rows, dtype=x.dtype if reduction == "none" else np.float64)
+    dtype = x.dtype if reduction == "none" else np.float64
+    loss = _empty(np, rows, dtype, inp.aligned)
     lo = np.empty(rows, dtype=np.float64) if refine else None
     _run(kernel, rows, n, xr, y, loss, *(() if lo is None else (lo,)))
     if reduction == "none":
-        return loss.reshape(expected)
-    count = np.asarray(float(rows if kept is None else np.count_nonzero(kept)))
-    return h.reduce(
-        loss.reshape(expected),
-        reduction,
-        out_dtype=x.dtype,
-        lo=None if lo is None else lo.reshape(expected),
-        count=count,
-        xp=xp,
-    )
+        value = loss.reshape(expected)
+    else:
+        count = np.asarray(float(rows if kept is None else np.count_nonzero(kept)))
+        value = h.reduce(
+            loss.reshape(expected),
+            reduction,
+            out_dtype=x.dtype,
+            lo=None if lo is None else lo.reshape(expected),
+            count=count,
+            xp=h.array_namespace(x),
+        )
+    return value if inp.back is None else inp.back(np.asarray(value))
+
+
+def _labels_view(labels: Any, logits: Any) -> Any | None:
+    """Integer `labels` of the logits' library (torch or JAX) as NumPy, or None."""
+    np = sys.modules["numpy"]
+    if is_torch_array(logits) and is_torch_array(labels):
+        import torch
+
+        if type(labels) is not torch.Tensor or labels.device.type != "cpu":
+            return None
+    elif is_jax_array(logits) and is_jax_array(labels):
+        import jax
+
+        if isinstance(labels, jax.core.Tracer) or len(labels.devices()) != 1:
+            return None
+    else:
+        return None
+    try:
+        lab = np.from_dlpack(labels)
+    except (BufferError, RuntimeError, TypeError, ValueError):
+        return None
+    return lab if lab.dtype.kind in "iu" else None
 
 
 def multiclass_rows(x: Any, labels: Any) -> tuple[Any, ...] | None:
