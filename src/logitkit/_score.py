@@ -142,7 +142,7 @@ class ExactSums:
 
     def __init__(self, n: int = 1) -> None:
         self._totals = [0] * n
-        # Pending sums of the compiled path (logitkit._kernels._exact): int64
+        # Pending sums of the compiled path (logitkit._native): int64
         # accumulators by (group, binade), folded into _totals by _flush().
         self._acc: IntArray | None = None
         self._pending = 0
@@ -167,21 +167,19 @@ class ExactSums:
         """Add by the compiled kernel; False where it is not available."""
         if len(self._totals) > _KERNEL_GROUPS or v.size > _KERNEL_PENDING:
             return False
-        from . import _kernels
+        from . import _native
 
-        kernel = _kernels.exact_bin_sums()
-        if kernel is None:
+        if not _native.available():
             return False
-        bin_sums, keys = kernel
         if self._pending + v.size > _KERNEL_PENDING:
             self._flush()
         if self._acc is None:
-            self._acc = np.zeros((2, len(self._totals) * keys), dtype=np.int64)
-        empty = np.empty(0, dtype=np.int64)
+            size = len(self._totals) * _native.KEYS
+            self._acc = np.zeros((2, size), dtype=np.int64)
         if g is not None and g.size and (g.min() < 0 or g.max() >= len(self._totals)):
             msg = f"groups must lie in [0, {len(self._totals)})"
             raise ValueError(msg)
-        if not bin_sums(v, empty if g is None else g, self._acc[0], self._acc[1]):
+        if not _native.bin_sums(v, g, self._acc[0], self._acc[1]):
             msg = "ExactSums.add takes finite values only"
             raise ValueError(msg)
         self._pending += v.size
@@ -397,13 +395,17 @@ def _logit_rows(x: FloatArray, y: IntArray, check: _Checker, row0: int) -> RowMe
         \quad 1 - p_y = \frac{S}{1 + S} \text{ if } x_y = m \text{ else }
         \frac{1 + (S - e_y)}{1 + S},
 
-    sums of non-negative terms (the one subtraction, of ``e_y^2`` from the
-    sum of squares, loses at most ``2**-53 S`` of the Brier score: see
-    :mod:`logitkit._kernels._score32`). For float32 and
+    sums of non-negative terms but one: ``sum_{j != y} e_j^2`` is formed as
+    ``q + (t - 1)`` (``y`` a maximum) or ``(q - e_y^2) + t`` from ``q``, the
+    sum of ``e_j^2`` over ``x_j < m``, and ``t`` the count of ``x_j = m``;
+    where ``e_y^2`` cancels most of ``q`` the part lost is below
+    ``2**-53 q <= 2**-53 S`` relative to ``brier >= 1 / (1 + S)^2``, far below
+    a float32 rounding for fewer than ``2**20`` classes. For float32 and
     narrower logits they are computed in float64 and rounded once to float32,
-    by the compiled kernel (:mod:`logitkit._kernels._score32`, one pass per
-    row) where it is available, else by NumPy in the same way (the two agree
-    but for the rare double rounding of a sum taken in another order). For
+    by the compiled kernel (``logitkit/_native/lk.c``: two passes per row, a
+    float64 ``exp`` as FMA arithmetic) where it was built, else by NumPy in
+    the same way (the two agree but for the rare double rounding of a sum
+    taken in another order). For
     float64 logits, ``nll`` and ``entropy`` are
     :func:`~logitkit.sparse_softmax_cross_entropy` and
     :func:`~logitkit.softmax_entropy` (double-double, correctly rounded) and
@@ -412,12 +414,12 @@ def _logit_rows(x: FloatArray, y: IntArray, check: _Checker, row0: int) -> RowMe
     Raises the :class:`RowError` of the first bad row (NaN, ``+inf``, no
     finite logit).
     """
-    from . import _kernels
+    from . import _native
 
     narrow = x.dtype.itemsize <= 4
     if narrow and x.dtype != np.float32:
         x = x.astype(np.float32)  # float16 (and integers) are exact in float32
-    got = _kernels.multiclass_rows(x, y) if narrow else None
+    got = _native.score_rows_f32(x, y) if narrow else None
     if got is not None:
         nll, ent, brier, conf, rank, status = got
         if not status.any():

@@ -517,9 +517,9 @@ def chunk_rows(args: argparse.Namespace, k: int, pred: Source | None = None) -> 
         and pred.n_rows
         and pred.bytes_total // (pred.n_rows * max(pred.n_cols, 1)) in (2, 4)
     ):
-        from . import _kernels
+        from . import _native
 
-        if _kernels.available():
+        if _native.available():
             return max(1, KERNEL_CHUNK_BYTES // (4 * k))
     return max(1, CHUNK_BYTES // (8 * k))
 
