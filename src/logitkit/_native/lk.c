@@ -80,20 +80,22 @@ void lk_score_rows_f32(const float *x, int64_t stride, int64_t n, int64_t first,
         int64_t y = labels[i] >= 0 ? labels[i] : 0;
         float xy = row[y];
         float mf = -INFINITY;
-        int64_t r = 0;
-#pragma omp simd reduction(max : mf) reduction(+ : r)
+        int32_t above = 0, tied = 0;
+#pragma omp simd reduction(max : mf) reduction(+ : above)
         for (int64_t j = 0; j < n; ++j) {
             float v = row[j];
-            mf = v > mf ? v : mf;
-            r += (v > xy) | ((v == xy) & (j < y));
+            mf = v > mf ? v : mf; /* a NaN is passed over here, caught by S */
+            above += v > xy;
         }
+#pragma omp simd reduction(+ : tied)
+        for (int64_t j = 0; j < y; ++j) tied += row[j] == xy;
         double m = (double)mf;
         if (!isfinite(m)) {
             status[i] = 1;
             continue;
         }
-        double s = 0.0, t = 0.0, g = 0.0, q = 0.0, nan = 0.0;
-#pragma omp simd reduction(+ : s, t, g, q, nan)
+        double s = 0.0, t = 0.0, g = 0.0, q = 0.0;
+#pragma omp simd reduction(+ : s, t, g, q)
         for (int64_t j = 0; j < n; ++j) {
             double d = (double)row[j] - m;
             double e = exp_nonpos(d);
@@ -101,10 +103,9 @@ void lk_score_rows_f32(const float *x, int64_t stride, int64_t n, int64_t first,
             t += d == 0.0 ? 1.0 : 0.0;
             g += e * (d > CUT ? -d : 0.0);
             q += d != 0.0 ? e * e : 0.0;
-            nan += d != d ? 1.0 : 0.0;
         }
         s = s + (t - 1.0);
-        if (nan != 0.0 || isnan(s) || isnan(g)) {
+        if (isnan(s) || isnan(g)) { /* a NaN in the row: s is NaN */
             status[i] = 1;
             continue;
         }
@@ -125,7 +126,7 @@ void lk_score_rows_f32(const float *x, int64_t stride, int64_t n, int64_t first,
         }
         brier[i] = (float)(miss * miss + other / (one_s * one_s));
         conf[i] = (float)(1.0 / one_s);
-        rank[i] = r;
+        rank[i] = (int64_t)above + tied;
     }
 }
 
