@@ -296,6 +296,11 @@ class TestSigmoidFocalLoss:
         x, y = _hard("float64")
         xa, ya = xp.asarray(x), xp.asarray(y)
         bce = to_numpy(sigmoid_cross_entropy(xa, ya))
+        if is_jax_namespace(xp):
+            # Concrete JAX arrays take the compiled kernel for the cross
+            # entropy (subnormal results kept, as NumPy), the focal loss
+            # XLA's portable path (subnormals flushed to 0).
+            bce = np.where(np.abs(bce) < np.finfo(np.float64).tiny, 0.0, bce)
         plain = to_numpy(sigmoid_focal_loss(xa, ya, alpha=None, gamma=0.0))
         halved = to_numpy(sigmoid_focal_loss(xa, ya, alpha=0.5, gamma=0.0))
         np.testing.assert_array_equal(plain, bce)

@@ -142,10 +142,21 @@ def reduce(
             count = const(float(math.prod(loss.shape)), s, xp=xp)
         else:
             count = xp.sum(xp.reshape(weight, (-1,)))
+    return finish_mean(s, s_lo, count, out_dtype=out_dtype, xp=xp)
+
+
+def finish_mean(
+    s: Array, s_lo: Array, count: Array, /, *, out_dtype: DType, xp: ArrayNamespace
+) -> Array:
+    """``"mean"`` from the (double-double where float64) total ``s + s_lo``.
+
+    The tail of :func:`reduce`, also used by the compiled kernels, which
+    form the total themselves.
+    """
     zero = const(0.0, s, xp=xp)
     positive = count > zero
     safe = xp.where(positive, count, const(1.0, s, xp=xp))
-    if loss.dtype == xp.float64:
+    if s.dtype == xp.float64:
         m, _ = div_dd(s, s_lo, safe, xp.zeros_like(safe), xp=xp)
     else:
         m = (s + s_lo) / safe

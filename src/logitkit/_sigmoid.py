@@ -13,6 +13,7 @@ from __future__ import annotations
 
 from typing import Any, NamedTuple
 
+from . import _kernels
 from ._dd import add_dd, div_dd, exp_dd, log1p_dd
 from ._helpers import (
     add_rounded,
@@ -109,6 +110,12 @@ def sigmoid(x: Any, /, *, out: Any = None, xp: ArrayNamespace | None = None) -> 
     >>> float(lk.sigmoid(-40.0))  # 1 - sigmoid(40) would be 0
     4.248354255291589e-18
     """
+    # --- fast path: compiled kernels for NumPy float32/float64 (``_kernels``) ---
+    if xp is None:
+        fast = _kernels.sigmoid(x, out)
+        if fast is not None:
+            return fast
+    # --- end of fast path ---
     w = _work(x, xp)
     xp, x = w.xp, w.x
     one = const(1.0, x, xp=xp)
@@ -163,6 +170,12 @@ def softplus(x: Any, /, *, out: Any = None, xp: ArrayNamespace | None = None) ->
     >>> lk.softplus(np.asarray([-50.0, 0.0, 1000.0]))  # exp(1000) would overflow
     array([1.92874985e-22, 6.93147181e-01, 1.00000000e+03])
     """
+    # --- fast path: compiled kernels for NumPy float32/float64 (``_kernels``) ---
+    if xp is None:
+        fast = _kernels.softplus(x, out)
+        if fast is not None:
+            return fast
+    # --- end of fast path ---
     w = _work(x, xp)
     return _done(_softplus(w.x, refine=w.refine, xp=w.xp), w, out)
 
@@ -215,6 +228,12 @@ def log_sigmoid(
     >>> lk.log_sigmoid(np.asarray([-800.0, 40.0]))  # log(sigmoid(-800)) = log(0)
     array([-8.00000000e+02, -4.24835426e-18])
     """
+    # --- fast path: compiled kernels for NumPy float32/float64 (``_kernels``) ---
+    if xp is None:
+        fast = _kernels.log_sigmoid(x, out)
+        if fast is not None:
+            return fast
+    # --- end of fast path ---
     w = _work(x, xp)
     return _done(-_softplus(-w.x, refine=w.refine, xp=w.xp), w, out)
 

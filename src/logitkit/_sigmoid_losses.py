@@ -25,6 +25,7 @@ from typing import Any, NamedTuple
 
 from array_api_compat import device
 
+from . import _kernels
 from ._dd import add_dd, exp_dd, fast_two_sum, log1p_dd, mul_dd
 from ._helpers import (
     _broadcast_shapes,
@@ -423,6 +424,17 @@ def sigmoid_cross_entropy(
     >>> float(sigmoid_cross_entropy(x, y, pos_weight=3.0, reduction="sum"))
     1.4348817127
     """
+    # --- fast path: compiled kernels for NumPy float32/float64 (``_kernels``) ---
+    if (
+        pos_weight is None
+        and type(label_smoothing) in (int, float)
+        and label_smoothing == 0.0
+        and xp is None
+    ):
+        fast = _kernels.sigmoid_cross_entropy(logits, labels, reduction)
+        if fast is not None:
+            return fast
+    # --- end of fast path ---
     value, _ = _bce(logits, labels, pos_weight, label_smoothing, reduction, False, xp)
     return value
 

@@ -1,10 +1,12 @@
-"""Compiled CPU kernels (numba) of the softmax family for NumPy arrays.
+"""Compiled CPU kernels (numba) of the softmax and sigmoid families.
 
 ``_f32`` computes float32 results (float64 arithmetic, a polynomial ``exp``),
-``_f64`` float64 results (double-double, a port of ``logitkit._dd``).
+``_f64`` float64 results (double-double, a port of ``logitkit._dd``);
+``_sigmoid32`` and ``_sigmoid64`` are the elementwise sigmoid family's.
 
-The public functions of ``logitkit._softmax`` and ``logitkit._cross_entropy``
-call the dispatchers here first. A dispatcher returns ``None`` when its input
+The public functions of ``logitkit._softmax``, ``logitkit._cross_entropy``,
+``logitkit._sigmoid`` and ``logitkit._sigmoid_losses`` call the dispatchers
+here first. A dispatcher returns ``None`` when its input
 does not qualify (not a float32/float64 array of NumPy, or of torch or JAX
 as below, an option other than the common ones, an empty axis, numba
 missing, kernels disabled), and the portable Array-API code then runs as
@@ -34,6 +36,7 @@ Environment:
 from __future__ import annotations
 
 import functools
+import math
 import os
 import sys
 import threading
@@ -46,9 +49,13 @@ from array_api_compat import is_jax_array, is_torch_array
 __all__ = [
     "available",
     "disabled",
+    "log_sigmoid",
     "log_softmax",
     "logsumexp",
+    "sigmoid",
+    "sigmoid_cross_entropy",
     "softmax",
+    "softplus",
     "sparse_softmax_cross_entropy",
 ]
 
@@ -117,7 +124,7 @@ class _Input(NamedTuple):
     aligned: bool  # allocate results 64-byte aligned (JAX shares them then)
 
 
-def _input(x: Any, *, allow_0d: bool = False) -> _Input | None:
+def _input(x: Any) -> _Input | None:
     """`x` as a float32/float64 NumPy array for a kernel, or None.
 
     NumPy arrays as they are; CPU torch tensors and JAX arrays that need no
@@ -140,7 +147,7 @@ def _input(x: Any, *, allow_0d: bool = False) -> _Input | None:
     np = sys.modules["numpy"]
     if view.dtype not in (np.float32, np.float64) or not view.dtype.isnative:
         return None
-    if (view.ndim == 0 and not allow_0d) or view.size == 0 or disabled():
+    if view.ndim == 0 or view.size == 0 or disabled():
         return None
     return _Input(np, view, back, aligned)
 
@@ -366,8 +373,9 @@ def _helpers() -> SimpleNamespace:
         _check_kept_positions,
         _labels_array,
     )
+    from .._helpers import round_to
     from .._one_hot import check_labels
-    from .._reduction import check_reduction, check_shape, reduce
+    from .._reduction import check_reduction, check_shape, finish_mean, reduce
 
     return SimpleNamespace(
         array_namespace=array_namespace,
@@ -377,7 +385,9 @@ def _helpers() -> SimpleNamespace:
         check_labels=check_labels,
         check_reduction=check_reduction,
         check_shape=check_shape,
+        finish_mean=finish_mean,
         reduce=reduce,
+        round_to=round_to,
     )
 
 
@@ -464,8 +474,50 @@ def sparse_softmax_cross_entropy(
     return value if inp.back is None else inp.back(np.asarray(value))
 
 
-def _labels_view(labels: Any, logits: Any) -> Any | None:
-    """Integer `labels` of the logits' library (torch or JAX) as NumPy, or None."""
+def _py_two_sum(a: float, b: float) -> tuple[float, float]:
+    s = a + b
+    bb = s - a
+    return s, (a - (s - bb)) + (b - bb)
+
+
+def _sigmoid_ce_total(
+    np: Any, mods: Any, x: Any, xf: Any, yf: Any, reduction: str
+) -> Any | None:
+    """``"sum"``/``"mean"`` of the sigmoid cross entropy, or None if not finite.
+
+    The kernel adds the losses as it computes them (a compensated sum per
+    chunk, ~2**-84 relative for 2**22 non-negative terms) instead of storing
+    them for the portable path's pairwise double-double sum: both totals
+    round to the same value but where the exact one lies within ~2**-84 of
+    a rounding boundary of float64. The rounding is the portable path's.
+    """
+    kernel = _kernel(mods, x.dtype, "sigmoid_ce_sum")
+    if kernel is None:
+        return None
+    part = np.zeros((4 * int(_state.get("threads", 1)), 2), dtype=np.float64)
+    _run(kernel, xf.size, 1, xf, yf, part)
+    s, lo = 0.0, 0.0
+    for p_s, p_c in part.tolist():  # add_dd of the partial totals, in order
+        t, e = _py_two_sum(s, p_s)
+        u, f = _py_two_sum(lo, p_c)
+        t, e = _py_two_sum(t, e + u)
+        s, lo = _py_two_sum(t, e + f)
+    if not (math.isfinite(s) and math.isfinite(lo)):
+        return None
+    h = _helpers()
+    xp = h.array_namespace(x)
+    total, total_lo = np.asarray(s), np.asarray(lo)
+    if reduction == "sum":
+        return h.round_to(total + total_lo, x.dtype, xp=xp)
+    count = np.asarray(float(xf.size))
+    return h.finish_mean(total, total_lo, count, out_dtype=x.dtype, xp=xp)
+
+
+def _labels_view(labels: Any, logits: Any, *, kinds: str = "iu") -> Any | None:
+    """`labels` of the logits' library (torch or JAX) as NumPy, or None.
+
+    Only labels whose dtype kind is in `kinds` (integers by default).
+    """
     np = sys.modules["numpy"]
     if is_torch_array(logits) and is_torch_array(labels):
         import torch
@@ -483,7 +535,132 @@ def _labels_view(labels: Any, logits: Any) -> Any | None:
         lab = np.from_dlpack(labels)
     except (BufferError, RuntimeError, TypeError, ValueError):
         return None
-    return lab if lab.dtype.kind in "iu" else None
+    return lab if lab.dtype.kind in kinds else None
+
+
+# ------------------------------------------------------- the sigmoid family
+
+
+def _sigmoid_mods() -> tuple[ModuleType, ModuleType] | None:
+    """The elementwise kernels (float32, float64 results), or None."""
+    if _load() is None:
+        return None
+    if "sigmoid" not in _state:
+        from . import _sigmoid32, _sigmoid64
+
+        _state["sigmoid"] = (_sigmoid32, _sigmoid64)
+    mods: tuple[ModuleType, ModuleType] = _state["sigmoid"]
+    return mods
+
+
+def _flat(np: Any, a: Any, order: str) -> Any:
+    """`a` as a C-contiguous 1-D array in `order` ("C", or "F": of ``a.T``)."""
+    return np.ascontiguousarray(a if order == "C" else a.T).reshape(-1)
+
+
+def _unflat(yf: Any, shape: tuple[int, ...], order: str) -> Any:
+    return yf.reshape(shape) if order == "C" else yf.reshape(shape[::-1]).T
+
+
+def _order(x: Any) -> str:
+    """ "F" for an F-contiguous (not C-contiguous) array: its flat view is free."""
+    return "F" if x.flags.f_contiguous and not x.flags.c_contiguous else "C"
+
+
+def _elementwise(x: Any, out: Any, *, name: str) -> Any | None:
+    inp = _input(x)  # 0-d: the portable path (its return types vary)
+    if inp is None or (out is not None and inp.back is not None):
+        return None  # `out=` is NumPy-only: the portable path raises
+    np, x = inp.np, inp.x
+    if out is not None and not (
+        type(out) is np.ndarray and out.shape == x.shape and out.dtype == x.dtype
+    ):
+        return None  # the portable path raises the error
+    mods = _sigmoid_mods()
+    if mods is None:
+        return None
+    kernel = _kernel(mods, x.dtype, name)
+    if kernel is None:
+        return None
+    order = _order(x)
+    xf = _flat(np, x, order)
+    direct = out is not None and order == "C" and out.flags.c_contiguous
+    yf = out.reshape(-1) if direct else _empty(np, xf.size, x.dtype, inp.aligned)
+    _run(kernel, xf.size, 1, xf, yf)
+    if direct:
+        return out
+    y = _unflat(yf, x.shape, order)
+    if out is not None:
+        out[...] = y
+        return out
+    return y if inp.back is None else inp.back(y)
+
+
+def sigmoid(x: Any, out: Any) -> Any | None:
+    """``sigmoid(x, out=out)`` by a kernel, or None (see module doc)."""
+    return _elementwise(x, out, name="sigmoid")
+
+
+def log_sigmoid(x: Any, out: Any) -> Any | None:
+    """``log_sigmoid(x, out=out)`` by a kernel, or None."""
+    return _elementwise(x, out, name="log_sigmoid")
+
+
+def softplus(x: Any, out: Any) -> Any | None:
+    """``softplus(x, out=out)`` by a kernel, or None."""
+    return _elementwise(x, out, name="softplus")
+
+
+def sigmoid_cross_entropy(logits: Any, labels: Any, reduction: str) -> Any | None:
+    """The plain sigmoid cross entropy (no ``pos_weight``, no smoothing), or None.
+
+    `labels` must be a real array of the logits' shape and library (NumPy
+    for NumPy logits); anything else goes to the portable path, which
+    converts or raises.
+    """
+    if reduction not in ("none", "mean", "sum"):
+        return None
+    inp = _input(logits)
+    if inp is None:
+        return None
+    np, x = inp.np, inp.x
+    if inp.back is None:
+        lab = labels if type(labels) is np.ndarray else None
+    else:
+        lab = _labels_view(labels, logits, kinds="fiub")
+    if lab is None or lab.shape != x.shape or lab.dtype.kind not in "fiub":
+        return None
+    mods = _sigmoid_mods()
+    if mods is None:
+        return None
+    kernel = _kernel(mods, x.dtype, "sigmoid_ce")
+    if kernel is None:
+        return None
+    if lab.dtype not in (np.float32, np.float64) or not lab.dtype.isnative:
+        lab = lab.astype(np.float64)  # as the portable path's astype
+    order = _order(x)
+    xf, yf = _flat(np, x, order), _flat(np, lab, order)
+    refine = x.dtype == np.float64  # double-double: the low parts too
+    if reduction != "none":
+        value = _sigmoid_ce_total(np, mods, x, xf, yf, reduction)
+        if value is not None:
+            return value if inp.back is None else inp.back(np.asarray(value))
+    # "none", or a total that is not finite: the losses, reduced as the
+    # portable path reduces them (its NaN, warnings and all).
+    dtype = x.dtype if reduction == "none" else np.float64
+    loss = _empty(np, xf.size, dtype, inp.aligned and reduction == "none")
+    lo = np.empty(0 if reduction == "none" else xf.size, dtype=np.float64)
+    _run(kernel, xf.size, 1, xf, yf, loss, *((lo,) if refine else ()))
+    value = _unflat(loss, x.shape, order)
+    if reduction != "none":
+        value = _helpers().reduce(
+            value,
+            reduction,
+            out_dtype=x.dtype,
+            lo=_unflat(lo, x.shape, order) if refine else None,
+            xp=_helpers().array_namespace(x),
+        )
+    return value if inp.back is None else inp.back(np.asarray(value))
 
 
 def multiclass_rows(x: Any, labels: Any) -> tuple[Any, ...] | None:
