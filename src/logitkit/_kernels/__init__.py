@@ -661,38 +661,3 @@ def sigmoid_cross_entropy(logits: Any, labels: Any, reduction: str) -> Any | Non
             xp=_helpers().array_namespace(x),
         )
     return value if inp.back is None else inp.back(np.asarray(value))
-
-
-def multiclass_rows(x: Any, labels: Any) -> tuple[Any, ...] | None:
-    """The per-row metrics of ``logitkit score`` for float32 logits, or None.
-
-    `x` is a (rows, classes) float32 array, `labels` int64 class ids (``-1``
-    for an ignored row). Returns ``(nll, entropy, brier, conf, rank,
-    status)`` as computed by :mod:`._score32` (float32, int64 and int8
-    arrays), or None where the kernels are not available.
-    """
-    np = _numpy_input(x)
-    if np is None or x.dtype != np.float32 or x.ndim != 2:
-        return None
-    if _load() is None:
-        return None
-    from . import _score32
-
-    xr = np.ascontiguousarray(x)
-    y = np.ascontiguousarray(labels, dtype=np.int64)
-    rows, n = xr.shape
-    out = [np.empty(rows, dtype=np.float32) for _ in range(4)]
-    rank = np.empty(rows, dtype=np.int64)
-    status = np.empty(rows, dtype=np.int8)
-    kernels = (_score32.multiclass_rows_serial, _score32.multiclass_rows_parallel)
-    _run(kernels, rows, n, xr, y, *out, rank, status)
-    return (*out, rank, status)
-
-
-def exact_bin_sums() -> tuple[Any, int] | None:
-    """``(bin_sums, KEYS)`` of :mod:`._exact`, or None without the kernels."""
-    if disabled() or _load() is None:
-        return None
-    from . import _exact
-
-    return _exact.bin_sums, _exact.KEYS
