@@ -36,6 +36,15 @@ def rng() -> np.random.Generator:
     return np.random.default_rng(RNG_SEED)
 
 
+# The compat wrappers translate arguments (reductions, weights, smoothing,
+# shapes) in backend-neutral Array-API code: NumPy, array-api-strict and
+# PyTorch run every combination; JAX (an XLA compilation per new shape) and
+# Dask (a graph of hundreds of tasks per call) run the combination that goes
+# through the most of that code, plus every shape (see ``backend_cases`` in
+# tests/conftest.py).
+SLOW = ("jax.numpy", "dask.array")
+
+
 def test_import_loads_no_array_library() -> None:
     code = (
         "import sys, logitkit.compat; print([m for m in ('numpy', 'torch', 'jax', "
@@ -352,6 +361,7 @@ def _probs(shape: tuple[int, ...]) -> np.ndarray:
 
 
 class TestKeras:
+    @pytest.mark.backend_cases(*SLOW, ls=[0.1])  # smoothing on: a superset of 0
     @pytest.mark.parametrize("ls", [0.0, 0.1])
     def test_categorical_crossentropy(self, xp: Any, ls: float) -> None:
         p = _probs((4, 5)) * 1.3  # not normalised: Keras divides by the sum
@@ -475,6 +485,7 @@ class TestKeras:
         with pytest.raises(ValueError, match=r"`y_true` must be in \[0, 3\); got 3"):
             K.sparse_categorical_crossentropy(np.asarray([3]), np.full((1, 3), 1 / 3))
 
+    @pytest.mark.backend_cases(*SLOW, ls=[0.2])  # smoothing on: a superset of 0
     @pytest.mark.parametrize("ls", [0.0, 0.2])
     def test_binary_crossentropy(self, xp: Any, ls: float) -> None:
         p = _probs((3, 4))
@@ -520,6 +531,8 @@ class TestKeras:
             to_numpy(got), ref_cfce(y, x, logits=True), rtol=1e-12
         )
 
+    # balancing and smoothing on: the unbalanced, unsmoothed path is a subset
+    @pytest.mark.backend_cases(*SLOW, balance=[True])
     @pytest.mark.parametrize(("balance", "ls"), [(False, 0.0), (True, 0.1)])
     def test_binary_focal_crossentropy(self, xp: Any, balance: bool, ls: float) -> None:
         p = _probs((3, 4))
@@ -659,6 +672,11 @@ CE_SHAPES = [((5, 4), (5,)), ((4,), ()), ((3, 4, 2, 3), (3, 2, 3))]
 
 
 class TestTorch:
+    # JAX and Dask: every shape with the weighted, smoothed mean (the sum and
+    # the per-example losses are its numerator; the unweighted, unsmoothed
+    # variants differ only in backend-neutral branches that NumPy,
+    # array-api-strict and PyTorch run).
+    @pytest.mark.backend_cases(*SLOW, reduction=["mean"], weighted=[True], ls=[0.15])
     @pytest.mark.parametrize(("xshape", "tshape"), CE_SHAPES)
     @pytest.mark.parametrize("reduction", ["mean", "sum", "none"])
     @pytest.mark.parametrize("weighted", [False, True])
@@ -703,6 +721,8 @@ class TestTorch:
         )
         np.testing.assert_allclose(to_numpy(got), expected, rtol=1e-13, atol=1e-15)
 
+    # JAX and Dask: the weighted, smoothed mean, as above
+    @pytest.mark.backend_cases(*SLOW, reduction=["mean"], weighted=[True], ls=[0.1])
     @pytest.mark.parametrize("reduction", ["mean", "sum", "none"])
     @pytest.mark.parametrize("weighted", [False, True])
     @pytest.mark.parametrize("ls", [0.0, 0.1])
@@ -773,6 +793,8 @@ class TestTorch:
         assert theirs[0] == 0.0
         assert got[0] > 0
 
+    # JAX and Dask: every shape with the weighted mean, as above
+    @pytest.mark.backend_cases(*SLOW, reduction=["mean"], weighted=[True])
     @pytest.mark.parametrize(("xshape", "tshape"), CE_SHAPES)
     @pytest.mark.parametrize("reduction", ["mean", "sum", "none"])
     @pytest.mark.parametrize("weighted", [False, True])
@@ -819,6 +841,8 @@ class TestTorch:
         with pytest.raises(ValueError, match="must be in"):
             F.cross_entropy(np.zeros((2, 3)), np.asarray([0, 3]))
 
+    # JAX and Dask: the mean (with and without weights, inside the test)
+    @pytest.mark.backend_cases(*SLOW, reduction=["mean"])
     @pytest.mark.parametrize("reduction", ["mean", "sum", "none"])
     def test_binary_cross_entropy(
         self, xp: Any, torch_mod: Any, reduction: str
@@ -847,6 +871,8 @@ class TestTorch:
             with pytest.raises(ValueError, match="between 0 and 1"):
                 F.binary_cross_entropy(xp.asarray([0.5, 1.5]), xp.asarray([1.0, 1.0]))
 
+    # JAX and Dask: the mean (every weight and pos_weight, inside the test)
+    @pytest.mark.backend_cases(*SLOW, reduction=["mean"])
     @pytest.mark.parametrize("reduction", ["mean", "sum", "none"])
     def test_binary_cross_entropy_with_logits(
         self, xp: Any, torch_mod: Any, reduction: str
@@ -877,6 +903,9 @@ class TestTorch:
         with pytest.raises(ValueError, match="must be the same as input size"):
             F.binary_cross_entropy_with_logits(xp.asarray(x), xp.asarray(y[:, :2]))
 
+    # JAX and Dask: batchmean, both kinds of target (the other reductions
+    # divide the same sum differently, in backend-neutral code)
+    @pytest.mark.backend_cases(*SLOW, reduction=["batchmean"])
     @pytest.mark.parametrize("reduction", ["batchmean", "sum", "none", "mean"])
     @pytest.mark.parametrize("log_target", [False, True])
     def test_kl_div(
