@@ -9,11 +9,21 @@ median of several samples. The parent process also measures ``np.copyto``
     python benchmarks/speed.py              # float32, every shape
     python benchmarks/speed.py --float64    # float64 as well
     python benchmarks/speed.py --quick      # small shapes, for a smoke test
+    python benchmarks/speed.py --sigmoid    # the sigmoid family instead
 
 Ops: softmax, log_softmax and the per-row sparse cross entropy (integer
 labels, ``reduction="none"``). GB/s counts the bytes read plus written:
 ``x`` and the output for the normalisers, ``x`` and the labels read and one
 float per row written for the cross entropy.
+
+With ``--sigmoid``: sigmoid, softplus, log_sigmoid and the elementwise
+sigmoid cross entropy (soft labels of the logits' dtype; ``"none"`` and
+``"mean"``), against NumPy (naive formulas), SciPy (``expit``,
+``log_expit``, ``logaddexp(0, x)``), torch (``torch.sigmoid``,
+``F.softplus``, ``F.logsigmoid``, ``F.binary_cross_entropy_with_logits``)
+and ``jax.jit`` of ``jax.nn``; ``logitkit_torch`` is logitkit called on
+torch tensors (the zero-copy path). GB/s counts ``x`` (and the labels)
+read and the output written.
 """
 
 from __future__ import annotations
@@ -35,6 +45,10 @@ OPS = ["softmax", "log_softmax", "sparse_ce"]
 LIBS = ["logitkit", "logitkit_out", "numpy", "scipy", "torch", "jax"]
 PEERS = ["numpy", "scipy", "torch", "jax"]
 RESULTS = Path(__file__).resolve().parent / "results" / "speed.json"
+SIG_SHAPES = [(4096, 8192), (64, 10)]
+SIG_QUICK_SHAPES = [(256, 1000), (64, 10)]
+SIG_OPS = ["sigmoid", "softplus", "log_sigmoid", "sigmoid_ce", "sigmoid_ce_mean"]
+SIG_LIBS = ["logitkit", "logitkit_torch", "numpy", "scipy", "torch", "jax"]
 
 
 # ---------------------------------------------------------------- workers
@@ -132,6 +146,99 @@ def _make_fns(lib: str, x_np: Any, y_np: Any) -> tuple[Any, Any, dict[str, Any]]
     raise ValueError(msg)
 
 
+def _make_sigmoid_fns(
+    lib: str, x_np: Any, y_np: Any
+) -> tuple[Any, Any, dict[str, Any]]:
+    """Inputs in `lib`'s array type and its sigmoid-family functions."""
+    import numpy as np
+
+    if lib in ("logitkit", "logitkit_torch"):
+        import logitkit as lk
+        from logitkit import _kernels
+
+        assert _kernels.available(), "numba kernels are not in use"
+        x, y = x_np, y_np
+        if lib == "logitkit_torch":
+            import torch
+
+            x, y = torch.from_numpy(x_np), torch.from_numpy(y_np)
+        ce = lk.sigmoid_cross_entropy
+        fns = {
+            "sigmoid": lambda x, _y: lk.sigmoid(x),
+            "softplus": lambda x, _y: lk.softplus(x),
+            "log_sigmoid": lambda x, _y: lk.log_sigmoid(x),
+            "sigmoid_ce": lambda x, y: ce(x, y),
+            "sigmoid_ce_mean": lambda x, y: ce(x, y, reduction="mean"),
+        }
+        return x, y, fns
+    if lib == "numpy":
+
+        def np_ce(x: Any, y: Any) -> Any:
+            return np.maximum(x, 0) - x * y + np.log1p(np.exp(-np.abs(x)))
+
+        with np.errstate(over="ignore"):
+            fns = {
+                "sigmoid": lambda x, _y: 1 / (1 + np.exp(-x)),
+                "softplus": lambda x, _y: np.logaddexp(0, x),
+                "log_sigmoid": lambda x, _y: -np.logaddexp(0, -x),
+                "sigmoid_ce": np_ce,
+                "sigmoid_ce_mean": lambda x, y: np_ce(x, y).mean(),
+            }
+        return x_np, y_np, fns
+    if lib == "scipy":
+        from scipy import special
+
+        def sc_ce(x: Any, y: Any) -> Any:
+            return -(y * special.log_expit(x) + (1 - y) * special.log_expit(-x))
+
+        fns = {
+            "sigmoid": lambda x, _y: special.expit(x),
+            "softplus": lambda x, _y: -special.log_expit(-x),
+            "log_sigmoid": lambda x, _y: special.log_expit(x),
+            "sigmoid_ce": sc_ce,
+            "sigmoid_ce_mean": lambda x, y: sc_ce(x, y).mean(),
+        }
+        return x_np, y_np, fns
+    if lib == "torch":
+        import torch
+        import torch.nn.functional as F
+
+        bce = F.binary_cross_entropy_with_logits
+        fns = {
+            "sigmoid": lambda x, _y: torch.sigmoid(x),
+            "softplus": lambda x, _y: F.softplus(x),
+            "log_sigmoid": lambda x, _y: F.logsigmoid(x),
+            "sigmoid_ce": lambda x, y: bce(x, y, reduction="none"),
+            "sigmoid_ce_mean": lambda x, y: bce(x, y),
+        }
+        return torch.from_numpy(x_np), torch.from_numpy(y_np), fns
+    if lib == "jax":
+        import jax
+        import jax.numpy as jnp
+
+        if x_np.dtype == np.float64:
+            jax.config.update("jax_enable_x64", True)
+        xj, yj = jax.device_put(jnp.asarray(x_np)), jax.device_put(jnp.asarray(y_np))
+
+        def jax_ce(x: Any, y: Any) -> Any:  # optax.sigmoid_binary_cross_entropy
+            return -(y * jax.nn.log_sigmoid(x) + (1 - y) * jax.nn.log_sigmoid(-x))
+
+        jitted = {
+            "sigmoid": jax.jit(lambda x, _y: jax.nn.sigmoid(x)),
+            "softplus": jax.jit(lambda x, _y: jax.nn.softplus(x)),
+            "log_sigmoid": jax.jit(lambda x, _y: jax.nn.log_sigmoid(x)),
+            "sigmoid_ce": jax.jit(jax_ce),
+            "sigmoid_ce_mean": jax.jit(lambda x, y: jax_ce(x, y).mean()),
+        }
+
+        def ready(f: Any) -> Any:
+            return lambda x, y: f(x, y).block_until_ready()
+
+        return xj, yj, {op: ready(f) for op, f in jitted.items()}
+    msg = f"unknown library {lib!r}"
+    raise ValueError(msg)
+
+
 def _samples(shape: tuple[int, int]) -> tuple[int, int]:
     """(samples, calls per sample): fewer samples for the biggest shapes."""
     size = shape[0] * shape[1]
@@ -142,15 +249,21 @@ def _samples(shape: tuple[int, int]) -> tuple[int, int]:
     return 7, max(1, 2_000_000 // max(size, 1) // 20)
 
 
-def worker(lib: str, dtype: str, shapes: list[tuple[int, int]]) -> dict[str, Any]:
+def worker(
+    lib: str, dtype: str, shapes: list[tuple[int, int]], sigmoid: bool = False
+) -> dict[str, Any]:
     import numpy as np
 
     out: dict[str, Any] = {}
     for shape in shapes:
         rng = np.random.default_rng(0)
         x_np = rng.standard_normal(shape, dtype=np.float64).astype(dtype) * 3
-        y_np = rng.integers(0, shape[1], shape[0])
-        x, y, fns = _make_fns(lib, x_np, y_np)
+        if sigmoid:
+            y_np = rng.random(shape).astype(dtype)
+            x, y, fns = _make_sigmoid_fns(lib, x_np, y_np)
+        else:
+            y_np = rng.integers(0, shape[1], shape[0])
+            x, y, fns = _make_fns(lib, x_np, y_np)
         nsamples, calls = _samples(shape)
         for op, fn in fns.items():
             fn(x, y)  # warm: compile, caches, first-touch of reused buffers
@@ -187,6 +300,8 @@ def _bytes(shape: tuple[int, int], op: str, itemsize: int) -> int:
     n = shape[0] * shape[1] * itemsize
     if op == "sparse_ce":
         return n + shape[0] * (8 + itemsize)
+    if op == "sigmoid_ce":
+        return 3 * n
     return 2 * n
 
 
@@ -211,24 +326,27 @@ def _versions() -> dict[str, str]:
     return v
 
 
-def _table(res: dict[str, Any], dtype: str, shapes: list[tuple[int, int]]) -> str:
+def _table(
+    res: dict[str, Any], dtype: str, shapes: list[tuple[int, int]], sigmoid: bool
+) -> str:
     import numpy as np
 
+    libs, ops = (SIG_LIBS, SIG_OPS) if sigmoid else (LIBS, OPS)
     item = np.dtype(dtype).itemsize
     bw = res["copyto_bytes_per_s"][dtype]
-    head = "| shape | op | " + " | ".join(LIBS) + " | logitkit GB/s | vs best peer |"
+    head = "| shape | op | " + " | ".join(libs) + " | logitkit GB/s | vs best peer |"
     lines = [
         f"float{item * 8}; time in ms (median); np.copyto: {bw / 1e9:.1f} GB/s",
         "",
         head,
-        "|---|---|" + "--:|" * (len(LIBS) + 2),
+        "|---|---|" + "--:|" * (len(libs) + 2),
     ]
     for shape in shapes:
-        for op in OPS:
+        for op in ops:
             key = f"{shape[0]}x{shape[1]}/{op}"
-            t = {lib: res["times"][dtype].get(lib, {}).get(key) for lib in LIBS}
+            t = {lib: res["times"][dtype].get(lib, {}).get(key) for lib in libs}
             cells = []
-            for lib in LIBS:
+            for lib in libs:
                 v = t[lib]
                 if v is None:
                     cells.append("—")
@@ -252,14 +370,22 @@ def main(argv: list[str] | None = None) -> int:
     ap = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     ap.add_argument("--float64", action="store_true", help="also float64")
     ap.add_argument("--quick", action="store_true", help="small shapes only")
-    ap.add_argument("--libs", default=",".join(LIBS))
-    ap.add_argument("--json", type=Path, default=RESULTS)
+    ap.add_argument("--sigmoid", action="store_true", help="the sigmoid family")
+    ap.add_argument("--libs", default=None)
+    ap.add_argument("--json", type=Path, default=None)
     ap.add_argument("--worker", help=argparse.SUPPRESS)
     ap.add_argument("--dtype", default="float32", help=argparse.SUPPRESS)
     args = ap.parse_args(argv)
-    shapes = QUICK_SHAPES if args.quick else SHAPES
+    if args.sigmoid:
+        shapes = SIG_QUICK_SHAPES if args.quick else SIG_SHAPES
+        libs = args.libs or ",".join(SIG_LIBS)
+        path = args.json or RESULTS.with_name("speed_sigmoid.json")
+    else:
+        shapes = QUICK_SHAPES if args.quick else SHAPES
+        libs = args.libs or ",".join(LIBS)
+        path = args.json or RESULTS
     if args.worker:
-        json.dump(worker(args.worker, args.dtype, shapes), sys.stdout)
+        json.dump(worker(args.worker, args.dtype, shapes, args.sigmoid), sys.stdout)
         return 0
     dtypes = ["float32", "float64"] if args.float64 else ["float32"]
     res: dict[str, Any] = {
@@ -271,10 +397,12 @@ def main(argv: list[str] | None = None) -> int:
     for dtype in dtypes:
         res["copyto_bytes_per_s"][dtype] = _copy_bandwidth(dtype)
         res["times"][dtype] = {}
-        for lib in args.libs.split(","):
+        for lib in libs.split(","):
             cmd = [sys.executable, __file__, "--worker", lib, "--dtype", dtype]
             if args.quick:
                 cmd.append("--quick")
+            if args.sigmoid:
+                cmd.append("--sigmoid")
             t = time.perf_counter()
             p = subprocess.run(cmd, capture_output=True, text=True, check=False)
             if p.returncode != 0:
@@ -282,13 +410,13 @@ def main(argv: list[str] | None = None) -> int:
                 continue
             res["times"][dtype][lib] = json.loads(p.stdout)
             print(f"{lib} {dtype}: {time.perf_counter() - t:.0f} s", file=sys.stderr)
-    args.json.parent.mkdir(parents=True, exist_ok=True)
-    args.json.write_text(json.dumps(res, indent=1) + "\n")
+    path.parent.mkdir(parents=True, exist_ok=True)
+    path.write_text(json.dumps(res, indent=1) + "\n")
     for k, v in res["machine"].items():
         print(f"- {k}: {v}")
     for dtype in dtypes:
         print()
-        print(_table(res, dtype, shapes))
+        print(_table(res, dtype, shapes, args.sigmoid))
     return 0
 
 

@@ -176,6 +176,17 @@ def test_non_finite_total_is_reduced_as_the_portable_path(dtype: Any) -> None:
             assert_same(k, p)
 
 
+def test_huge_finite_total() -> None:
+    """A total above 2**990: the final division's split overflows (NaN) on
+    both paths alike."""
+    x = np.asarray([1e300, 2e300, 0.5])
+    y = np.asarray([0.0, 0.25, 1.0])
+    for reduction in ("mean", "sum"):
+        check(
+            lk.sigmoid_cross_entropy, x, y, kind="sigmoid_ce_sum", reduction=reduction
+        )
+
+
 def test_sigmoid_cross_entropy_nan_label() -> None:
     x = np.asarray([0.0, 1.0, -np.inf, np.inf, np.nan], dtype=np.float32)
     for y in (np.nan, 0.0, 1.0):
