@@ -250,6 +250,22 @@ def test_torch_autograd_takes_the_portable_path() -> None:
     np.testing.assert_allclose(dx.numpy(), want, rtol=1e-13, atol=1e-15)
 
 
+def test_torch_func_transforms_take_the_portable_path() -> None:
+    """functorch wrappers (``torch.func.vmap``/``grad``) are not viewed."""
+    torch = _torch()
+    x = torch.tensor(RNG.standard_normal((4, 5)))
+    CALLS.clear()
+    y = torch.func.vmap(lk.softmax)(x)
+    g = torch.func.grad(lambda t: lk.log_softmax(t)[0, 1])(x)
+    gs = torch.func.grad(lambda t: lk.sigmoid(t).sum())(x)
+    assert CALLS == []
+    torch.testing.assert_close(y, torch.softmax(x, -1), rtol=1e-13, atol=0)
+    want = torch.func.grad(lambda t: torch.log_softmax(t, -1)[0, 1])(x)
+    torch.testing.assert_close(g, want, rtol=1e-12, atol=1e-15)
+    s = torch.sigmoid(x)
+    torch.testing.assert_close(gs, s * (1 - s), rtol=1e-12, atol=1e-15)
+
+
 def test_torch_strided_and_parameter() -> None:
     torch = _torch()
     base = torch.tensor(RNG.standard_normal((8, 30)), dtype=torch.float32)
