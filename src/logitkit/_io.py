@@ -125,6 +125,9 @@ class Source:
         The number of columns of a row.
     bytes_total : int
         The size of the data, for progress reports.
+    dtype : numpy.dtype or None
+        The dtype of the stored values where the format fixes it (arrays),
+        None for text files.
     """
 
     path: Path
@@ -132,6 +135,7 @@ class Source:
     n_rows: int | None
     n_cols: int
     bytes_total: int
+    dtype: np.dtype[Any] | None = None
 
     def read(self, n: int, /) -> npt.NDArray[Any]:
         """The next (at most) `n` rows, as a C-contiguous ``(rows, n_cols)`` array."""
@@ -185,6 +189,7 @@ class _ArraySource(Source):
             moved = arr[:, np.newaxis] if arr.ndim == 1 else arr
             moved = np.moveaxis(moved, class_axis if arr.ndim > 1 else -1, -1)
         self._moved = moved
+        self.dtype = moved.dtype
         self.n_cols = int(moved.shape[-1])
         lead = moved.shape[:-1]
         self.n_rows = math.prod(lead)
@@ -235,7 +240,9 @@ class _NpyFile(Source):
     process (``madvise(MADV_DONTNEED)``; they stay in the page cache), so that
     resident memory is bounded by the rows asked for, whatever the file's
     size. Before each read the file's size is checked, so that a file that
-    shrank after it was opened gives an error, not a bus error. Where the file
+    shrank between two reads gives an error, not a bus error (a file cut
+    while a chunk is being scored, or a failing disk, still can: the price of
+    reading in place). Where the file
     cannot be mapped (or ``madvise`` is missing), each read is a positioned
     read (seek and ``readinto``) into a new array.
     """
@@ -250,7 +257,7 @@ class _NpyFile(Source):
     ) -> None:
         self.path = path
         self.shape = shape
-        self._dtype = dtype
+        self.dtype = self._dtype = dtype
         if class_axis is None or len(shape) <= 1:
             self.n_cols = 1
             self.n_rows = math.prod(shape)
@@ -290,6 +297,9 @@ class _NpyFile(Source):
         start, stop = self._pos, min(self._pos + n, self.n_rows)
         self._pos = max(start, stop)
         rows = max(0, stop - start)
+        if rows == 0:
+            self._release()
+            return np.empty((0, self.n_cols), dtype=self._dtype)
         if self._map is not None:
             self._release()
             first = self._offset + start * self._row_bytes

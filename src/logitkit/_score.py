@@ -403,9 +403,10 @@ def _logit_rows(x: FloatArray, y: IntArray, check: _Checker, row0: int) -> RowMe
     a float32 rounding for fewer than ``2**20`` classes. For float32 and
     narrower logits they are computed in float64 and rounded once to float32,
     by the compiled kernel (``logitkit/_native/lk.c``: two passes per row, a
-    float64 ``exp`` as FMA arithmetic) where it was built, else by NumPy in
-    the same way (the two agree but for the rare double rounding of a sum
-    taken in another order). For
+    float64 ``exp`` as FMA arithmetic) where it was built, else by NumPy with
+    the same formulas (with NumPy's ``exp``, and sums in another order: the
+    float64 intermediates can differ in the last bit, which moves a float32
+    value only in a rare double rounding). For
     float64 logits, ``nll`` and ``entropy`` are
     :func:`~logitkit.sparse_softmax_cross_entropy` and
     :func:`~logitkit.softmax_entropy` (double-double, correctly rounded) and
@@ -546,6 +547,12 @@ class MulticlassScorer:
     def update(self, pred: npt.NDArray[Any], lab: npt.NDArray[Any], row0: int) -> None:
         """Score rows ``row0, row0 + 1, ...``: `pred` (rows, K), `lab` (rows, 1 or K)."""
         x = _as_float(pred)
+        if x.ndim != 2 or x.shape[1] != self.n_classes or lab.shape[0] != len(x):
+            msg = (
+                f"predictions of shape {x.shape} and labels of shape {lab.shape} "
+                f"for {self.n_classes} classes"
+            )
+            raise ValueError(msg)
         try:
             y, keep = self._labels(lab, row0)
         except RowError:

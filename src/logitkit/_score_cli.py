@@ -503,9 +503,9 @@ def new_scorer(k: int, opts: ScoreOptions) -> Scorer:
 def chunk_rows(args: argparse.Namespace, k: int, pred: Source | None = None) -> int:
     """Rows per chunk: ``--chunk-rows``, or 8 MiB of float64.
 
-    Logits of 4 bytes or less per value (float32, float16) from a file of
-    known size, scored by the compiled kernel, take 16 MiB chunks of their
-    own dtype instead (the numbers do not depend on the chunk size).
+    float32 and float16 logits stored as arrays, scored by the compiled
+    kernel, take 16 MiB chunks of float32 instead (the numbers do not depend
+    on the chunk size).
     """
     if args.chunk_rows:
         return int(args.chunk_rows)
@@ -514,8 +514,9 @@ def chunk_rows(args: argparse.Namespace, k: int, pred: Source | None = None) -> 
         pred is not None
         and not args.probs
         and not args.multilabel
-        and pred.n_rows
-        and pred.bytes_total // (pred.n_rows * max(pred.n_cols, 1)) in (2, 4)
+        and pred.dtype is not None
+        and pred.dtype.kind == "f"
+        and pred.dtype.itemsize <= 4
     ):
         from . import _native
 

@@ -19,7 +19,7 @@ import ctypes
 import importlib.machinery
 import itertools
 import os
-from concurrent.futures import ThreadPoolExecutor
+from concurrent.futures import ThreadPoolExecutor, wait
 from pathlib import Path
 from typing import Any
 
@@ -32,6 +32,9 @@ __all__ = ["available", "bin_sums", "score_rows_f32"]
 
 #: Binades of a float64 (accumulators per group of :func:`bin_sums`).
 KEYS = 2046
+#: ``lk_abi_version()`` of the lk.c this module is written for: a library
+#: left from an older build (editable installs keep it in the tree) is refused.
+ABI_VERSION = 1
 #: Rows per thread below which one thread does a call's work.
 _MIN_ROWS_PER_THREAD = 512
 
@@ -55,11 +58,20 @@ def _library() -> ctypes.CDLL | None:
                 continue
             break
     if lib is not None:
+        try:
+            version = lib.lk_abi_version
+        except AttributeError:  # a library built from an older lk.c
+            version = None
+        if version is None or version() != ABI_VERSION:
+            _state["error"] = f"{path}: built from another version of lk.c; reinstall"
+            lib = None
+    if lib is not None:
         p, i64 = ctypes.c_void_p, ctypes.c_int64
         lib.lk_score_rows_f32.argtypes = [p, i64, i64, i64, i64, p, p, p, p, p, p, p]
         lib.lk_score_rows_f32.restype = None
         lib.lk_bin_sums.argtypes = [p, i64, p, i64, p, p]
         lib.lk_bin_sums.restype = ctypes.c_int
+        lib.lk_abi_version.restype = ctypes.c_int
     _state["lib"] = lib
     return lib
 
@@ -79,6 +91,15 @@ def _threads() -> int:
         _state["threads"] = max(1, min(int(limit), cores)) if limit.isdigit() else cores
     threads: int = _state["threads"]
     return threads
+
+
+def _forget_pool() -> None:
+    """In a forked child: the parent's pool threads do not exist here."""
+    _state.pop("pool", None)
+
+
+if hasattr(os, "register_at_fork"):
+    os.register_at_fork(after_in_child=_forget_pool)
 
 
 def _pool() -> ThreadPoolExecutor:
@@ -109,6 +130,9 @@ def score_rows_f32(
         x = np.ascontiguousarray(x)
     y = np.ascontiguousarray(labels, dtype=np.int64)
     rows, n = x.shape
+    if y.shape != (rows,) or (rows and int(y.max()) >= n):
+        msg = f"labels of shape {y.shape} (max < {n}) for logits of shape {x.shape}"
+        raise ValueError(msg)  # the kernel would read outside the rows
     outs: list[npt.NDArray[Any]] = [
         *(np.empty(rows, dtype=np.float32) for _ in range(4)),
         np.empty(rows, dtype=np.int64),  # rank
@@ -126,8 +150,11 @@ def score_rows_f32(
             _pool().submit(lib.lk_score_rows_f32, *args, a, b, y.ctypes.data, *ptrs)
             for a, b in itertools.pairwise(bounds)
         ]
-        for f in futures:
-            f.result()
+        try:
+            for f in futures:
+                f.result()
+        finally:  # (an interrupt) never free the arrays under a running call
+            wait(futures)
     return tuple(outs)
 
 

@@ -39,11 +39,16 @@
 #define Q10 2.5105214474751413e-08
 #define CUT (-708.0)
 
-#if defined(__x86_64__) && defined(__GNUC__) && !defined(__clang__) && __GNUC__ >= 12
+/* target_clones needs GCC >= 12 and ifunc (glibc); elsewhere one build. */
+#if defined(__x86_64__) && defined(__GLIBC__) && defined(__GNUC__) && \
+    !defined(__clang__) && __GNUC__ >= 12
 #define LK_CLONES __attribute__((target_clones("arch=x86-64-v3", "default")))
 #else
 #define LK_CLONES
 #endif
+
+/* Bumped with every change of a signature or of the values computed. */
+int lk_abi_version(void) { return 1; }
 
 /* exp(d) for d <= 0 (NaN propagates); 0 below -708. */
 static inline double exp_nonpos(double d) {
