@@ -34,7 +34,7 @@ __all__ = ["add_parser", "feed", "new_scorer", "run", "score_options"]
 CHUNK_BYTES = 8 * 2**20
 #: A chunk of float32 (float16) logits scored by the compiled kernel, which
 #: needs no temporaries of the chunk's size: larger chunks, fewer launches.
-KERNEL_CHUNK_BYTES = 16 * 2**20
+KERNEL_CHUNK_BYTES = 64 * 2**20
 #: Inputs at least this large get a progress bar (on a terminal).
 PROGRESS_MIN_BYTES = 256 * 2**20
 OUTPUT_FORMATS = (".json", ".csv")
@@ -216,7 +216,7 @@ def add_input_options(p: argparse.ArgumentParser) -> None:
         metavar="N",
         help=(
             "rows per chunk (default: 8 MiB of float64 per chunk, ~64 MiB of work; "
-            "float32 logits scored by the compiled kernel: 16 MiB of float32)"
+            "float32 logits scored by the compiled kernel: 64 MiB of float32)"
         ),
     )
 
@@ -504,7 +504,7 @@ def chunk_rows(args: argparse.Namespace, k: int, pred: Source | None = None) -> 
     """Rows per chunk: ``--chunk-rows``, or 8 MiB of float64.
 
     float32 and float16 logits stored as arrays, scored by the compiled
-    kernel, take 16 MiB chunks of float32 instead (the numbers do not depend
+    kernel, take 64 MiB chunks of float32 instead (the numbers do not depend
     on the chunk size).
     """
     if args.chunk_rows:

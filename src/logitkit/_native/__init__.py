@@ -148,9 +148,12 @@ def score_rows_f32(
         bounds = [rows * k // parts for k in range(parts + 1)]
         futures = [
             _pool().submit(lib.lk_score_rows_f32, *args, a, b, y.ctypes.data, *ptrs)
-            for a, b in itertools.pairwise(bounds)
+            for a, b in itertools.pairwise(bounds[:-1])
         ]
         try:
+            # this thread scores the last part: one thread fewer to wake
+            # (waking an idle one costs ~0.3 ms on a virtual machine)
+            lib.lk_score_rows_f32(*args, bounds[-2], rows, y.ctypes.data, *ptrs)
             for f in futures:
                 f.result()
         finally:  # (an interrupt) never free the arrays under a running call
