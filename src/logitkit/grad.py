@@ -23,6 +23,7 @@ from __future__ import annotations
 
 from typing import Any
 
+from . import _kernels
 from ._chunked import _grad_linear_cross_entropy as linear_cross_entropy
 from ._cross_entropy import _dense, _sparse
 from ._divergence import _entropy, _kl
@@ -117,6 +118,22 @@ def sparse_softmax_cross_entropy(
     (0.6931471805599453, array([[-0.5,  0.5],
            [ 0. ,  0. ]]))
     """
+    # --- fast path: one fused loss + gradient kernel (``_kernels``) ---
+    if (
+        where is None
+        and class_weights is None
+        and label_smoothing == 0.0
+        and z_loss == 0.0
+        and softcap is None
+        and temperature == 1.0
+        and xp is None
+    ):
+        fast = _kernels.sparse_softmax_cross_entropy_grad(
+            logits, labels, axis, ignore_index, reduction
+        )
+        if fast is not None:
+            return fast
+    # --- end of fast path ---
     value, g = _sparse(
         logits,
         labels,

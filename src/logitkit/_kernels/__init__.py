@@ -5,8 +5,9 @@
 ``_sigmoid32`` and ``_sigmoid64`` are the elementwise sigmoid family's.
 
 The public functions of ``logitkit._softmax``, ``logitkit._cross_entropy``,
-``logitkit._sigmoid`` and ``logitkit._sigmoid_losses`` call the dispatchers
-here first. A dispatcher returns ``None`` when its input
+``logitkit._sigmoid`` and ``logitkit._sigmoid_losses`` (and
+``lk.grad.sparse_softmax_cross_entropy``: one fused kernel for the loss and
+its gradient) call the dispatchers here first. A dispatcher returns ``None`` when its input
 does not qualify (not a float32/float64 array of NumPy, or of torch or JAX
 as below, an option other than the common ones, an empty axis, numba
 missing, kernels disabled), and the portable Array-API code then runs as
@@ -57,6 +58,7 @@ __all__ = [
     "softmax",
     "softplus",
     "sparse_softmax_cross_entropy",
+    "sparse_softmax_cross_entropy_grad",
 ]
 
 # Below this many elements one thread does the work: waking the thread pool
@@ -379,15 +381,28 @@ def _helpers() -> SimpleNamespace:
     )
 
 
-def sparse_softmax_cross_entropy(
-    logits: Any, labels: Any, axis: Any, ignore_index: Any, reduction: str
-) -> Any | None:
-    """The plain sparse cross entropy (no weights, smoothing, ...) by a kernel.
+class _Sparse(NamedTuple):
+    """A sparse cross entropy a kernel can take, checked as the portable path checks."""
 
-    For torch and JAX logits, `labels` must be an integer array of the same
-    library (viewed the same way); anything the checks below would refuse
-    goes to the portable path, which raises its own error.
-    """
+    inp: _Input
+    kernel: tuple[Any, Any]
+    xr: Any  # (rows, classes) C-contiguous
+    y: Any  # int64 labels per row, -1 where ignored
+    kept: Any  # the kept examples (bool, labels' shape) or None
+    a: int  # the class axis
+    expected: tuple[int, ...]  # the labels' (loss's) shape
+
+
+def _sparse_setup(
+    logits: Any,
+    labels: Any,
+    axis: Any,
+    ignore_index: Any,
+    reduction: str,
+    *,
+    name: str,
+) -> _Sparse | None:
+    """Checks and labels of the plain sparse cross entropy, or None."""
     inp = _input(logits)
     if inp is None:
         return None
@@ -399,7 +414,7 @@ def sparse_softmax_cross_entropy(
     mods = _load()
     if mods is None:
         return None
-    kernel = _kernel(mods, x.dtype, "sparse_ce")
+    kernel = _kernel(mods, x.dtype, name)
     if kernel is None:
         return None
     # The portable path's own checks, in its order and with its messages.
@@ -440,26 +455,111 @@ def sparse_softmax_cross_entropy(
                 return None
             h.check_kept_positions(lab, kept, n, xp=xp)
     y = np.ascontiguousarray(y)
-    xr = _rows(np, x, a)
-    rows = xr.shape[0]
+    return _Sparse(inp, kernel, _rows(np, x, a), y, kept, a, expected)
+
+
+def _sparse_value(
+    sp: _Sparse, loss: Any, lo: Any | None, reduction: str, count: float
+) -> Any:
+    """The per-example losses `loss` (+ `lo`) reduced as the portable path does."""
+    np, x = sp.inp.np, sp.inp.x
+    if reduction == "none":
+        if lo is not None and not sp.expected:  # NumPy's scalar, as the portable sum
+            return loss.reshape(()) + lo.reshape(())
+        return loss.reshape(sp.expected)
+    h = _helpers()
+    return h.reduce(
+        loss.reshape(sp.expected),
+        reduction,
+        out_dtype=x.dtype,
+        lo=None if lo is None else lo.reshape(sp.expected),
+        count=np.asarray(count),
+        xp=h.array_namespace(x),
+    )
+
+
+def _count(sp: _Sparse) -> float:
+    """The denominator of ``"mean"``: the kept examples."""
+    if sp.kept is None:
+        return float(sp.xr.shape[0])
+    return float(sp.inp.np.count_nonzero(sp.kept))
+
+
+def sparse_softmax_cross_entropy(
+    logits: Any, labels: Any, axis: Any, ignore_index: Any, reduction: str
+) -> Any | None:
+    """The plain sparse cross entropy (no weights, smoothing, ...) by a kernel.
+
+    For torch and JAX logits, `labels` must be an integer array of the same
+    library (viewed the same way); anything the checks below would refuse
+    goes to the portable path, which raises its own error.
+    """
+    sp = _sparse_setup(logits, labels, axis, ignore_index, reduction, name="sparse_ce")
+    if sp is None:
+        return None
+    inp, np, x = sp.inp, sp.inp.np, sp.inp.x
+    rows, n = sp.xr.shape
     refine = x.dtype == np.float64  # double-double: the low parts too
     dtype = x.dtype if reduction == "none" else np.float64
     loss = _empty(np, rows, dtype, inp.aligned)
     lo = np.empty(rows, dtype=np.float64) if refine else None
-    _run(kernel, rows, n, xr, y, loss, *(() if lo is None else (lo,)))
-    if reduction == "none":
-        value = loss.reshape(expected)
-    else:
-        count = np.asarray(float(rows if kept is None else np.count_nonzero(kept)))
-        value = h.reduce(
-            loss.reshape(expected),
-            reduction,
-            out_dtype=x.dtype,
-            lo=None if lo is None else lo.reshape(expected),
-            count=count,
-            xp=h.array_namespace(x),
-        )
+    _run(sp.kernel, rows, n, sp.xr, sp.y, loss, *(() if lo is None else (lo,)))
+    value = _sparse_value(sp, loss, lo, reduction, _count(sp))
     return value if inp.back is None else inp.back(np.asarray(value))
+
+
+def _mean_scale(reduction: str, count: float) -> float:
+    """The factor of the per-example gradients (``_cross_entropy._mean_scale``)."""
+    if reduction != "mean":
+        return 1.0
+    return 1.0 / count if count > 0.0 else 0.0
+
+
+def _sparse_grad_rows(
+    sp: _Sparse, scale: Any, loss_dtype: Any
+) -> tuple[Any, Any | None, Any]:
+    """Run the fused kernel: per-row losses (and low parts), gradient rows."""
+    inp, np, x = sp.inp, sp.inp.np, sp.inp.x
+    rows, n = sp.xr.shape
+    loss = _empty(np, rows, loss_dtype, inp.aligned)
+    grad = _empty(np, (rows, n), x.dtype, inp.aligned)
+    lo = np.empty(rows, dtype=np.float64) if x.dtype == np.float64 else None
+    args = (sp.xr, sp.y, scale, loss, grad, *(() if lo is None else (lo,)))
+    _run(sp.kernel, rows, n, *args)
+    return loss, lo, grad
+
+
+def _grad_to_input(sp: _Sparse, grad: Any) -> Any:
+    """Gradient rows back in the logits' shape (the class axis where it was)."""
+    np, x = sp.inp.np, sp.inp.x
+    g = grad.reshape(*sp.expected, x.shape[sp.a])
+    return g if sp.a == x.ndim - 1 else np.moveaxis(g, -1, sp.a)
+
+
+def sparse_softmax_cross_entropy_grad(
+    logits: Any, labels: Any, axis: Any, ignore_index: Any, reduction: str
+) -> tuple[Any, Any] | None:
+    """``lk.grad.sparse_softmax_cross_entropy`` with the plain options, or None.
+
+    One fused kernel computes each row's loss and gradient row; the same
+    inputs as :func:`sparse_softmax_cross_entropy` qualify.
+    """
+    sp = _sparse_setup(
+        logits, labels, axis, ignore_index, reduction, name="sparse_ce_grad"
+    )
+    if sp is None:
+        return None
+    inp, np, x = sp.inp, sp.inp.np, sp.inp.x
+    rows = sp.xr.shape[0]
+    count = _count(sp)
+    scale = np.full(rows, _mean_scale(reduction, count), dtype=np.float64)
+    dtype = x.dtype if reduction == "none" else np.float64
+    loss, lo, grad = _sparse_grad_rows(sp, scale, dtype)
+    value = _sparse_value(sp, loss, lo, reduction, count)
+    g = _grad_to_input(sp, grad)
+    if inp.back is None:
+        return value, g
+    return inp.back(np.asarray(value)), inp.back(g)
 
 
 def _py_two_sum(a: float, b: float) -> tuple[float, float]:

@@ -10,6 +10,10 @@ with ``m`` the row maximum, ``d_j = x_j - m`` (in float64),
 - log_softmax: ``d_j - L``,
 - logsumexp: ``m + L``,
 - sparse cross entropy: ``L - d_y``,
+- its gradient (``sparse_ce_grad``, with the loss): ``p_j - [j = y]`` with
+  ``p_j = exp(d_j) / (1 + S)``, and ``((1 - [y = k]) - [y = k] S) / (1 + S)``
+  at the (first) maximum ``k`` (``logitkit._cross_entropy._row_grad``),
+  times a per-row scale,
 
 each rounded once to the output dtype. ``exp`` is a float64 polynomial
 (relative error ~1e-17 before its last rounding, about 1 ulp of float64 in
@@ -39,6 +43,8 @@ __all__ = [
     "logsumexp_serial",
     "softmax_parallel",
     "softmax_serial",
+    "sparse_ce_grad_parallel",
+    "sparse_ce_grad_serial",
     "sparse_ce_parallel",
     "sparse_ce_serial",
 ]
@@ -228,6 +234,68 @@ def _ce_row(x: Any, labels: Any, out: Any, i: int, n: int, buf: Any) -> None:
     out[i] = math.nan if nan_row else math.log1p(s) - buf[y]
 
 
+@njit(**_KW)  # type: ignore[untyped-decorator]
+def _first_max(x: Any, i: int, n: int, m: float) -> int:
+    """The position of the first maximum (``argmax``'s ``k``)."""
+    for j in range(n):
+        if x[i, j] == m:
+            return j
+    return 0
+
+
+@njit(**_KW)  # type: ignore[untyped-decorator]
+def _grad_write(
+    grad: Any, i: int, n: int, buf: Any, s: float, k: int, y: int, c: float
+) -> None:
+    """``(p_j - [j = y]) c`` with ``p_j = buf_j / (1 + S)``, the top one exact.
+
+    No fast-math: ``buf_j / den * c`` must stay a division and a product.
+    """
+    den = 1.0 + s
+    for j in range(n):
+        grad[i, j] = (buf[j] / den) * c
+    if y != k:
+        grad[i, y] = (buf[y] / den - 1.0) * c
+    y_k = 1.0 if y == k else 0.0
+    grad[i, k] = (((1.0 - y_k) - y_k * s) / den) * c
+
+
+@njit(**_KW)  # type: ignore[untyped-decorator]
+def _ce_grad_row(
+    x: Any, labels: Any, scale: Any, out: Any, grad: Any, i: int, n: int, buf: Any
+) -> None:
+    """The loss of row `i` (as :func:`_ce_row`) and its gradient row."""
+    y = labels[i]
+    if y < 0:  # ignored: loss 0, zero gradient
+        out[i] = 0.0
+        for j in range(n):
+            grad[i, j] = 0.0
+        return
+    c = scale[i]
+    m = _row_max(x, i, n)
+    if math.isfinite(m):
+        s, t = _row_sum_store(x, i, n, m, buf)
+        s = s + (t - 1.0)
+        if not math.isnan(s):
+            out[i] = math.log1p(s) - (np.float64(x[i, y]) - m)
+            _grad_write(grad, i, n, buf, s, _first_max(x, i, n, m), y, c)
+            return
+    m, s, nan_row = _special(x, i, n, m, buf)
+    if nan_row:
+        out[i] = math.nan
+        for j in range(n):
+            grad[i, j] = math.nan
+        return
+    out[i] = math.log1p(s) - buf[y]
+    if m == -math.inf:  # no valid entry: no gradient
+        for j in range(n):
+            grad[i, j] = 0.0
+        return
+    for j in range(n):  # exp(d_j): 1 for the +inf entries, 0 elsewhere
+        buf[j] = 1.0 if buf[j] == 0.0 else 0.0
+    _grad_write(grad, i, n, buf, s, _first_max(x, i, n, m), y, c)
+
+
 # Drivers: serial, and parallel over `nchunks` chunks of rows (one buffer each).
 
 
@@ -297,3 +365,24 @@ def sparse_ce_parallel(x: Any, labels: Any, out: Any, nchunks: int) -> None:
         buf = np.empty(n, np.float64)
         for i in range(c * rows // nchunks, (c + 1) * rows // nchunks):
             _ce_row(x, labels, out, i, n, buf)
+
+
+@njit(**_KW)  # type: ignore[untyped-decorator]
+def sparse_ce_grad_serial(
+    x: Any, labels: Any, scale: Any, out: Any, grad: Any, _nchunks: int
+) -> None:
+    rows, n = x.shape
+    buf = np.empty(n, np.float64)
+    for i in range(rows):
+        _ce_grad_row(x, labels, scale, out, grad, i, n, buf)
+
+
+@njit(parallel=True, **_KW)  # type: ignore[untyped-decorator]
+def sparse_ce_grad_parallel(
+    x: Any, labels: Any, scale: Any, out: Any, grad: Any, nchunks: int
+) -> None:
+    rows, n = x.shape
+    for c in prange(nchunks):
+        buf = np.empty(n, np.float64)
+        for i in range(c * rows // nchunks, (c + 1) * rows // nchunks):
+            _ce_grad_row(x, labels, scale, out, grad, i, n, buf)

@@ -10,7 +10,9 @@ what the final rounding can see. No fast-math anywhere (error-free
 transformations do not survive reassociation or FMA contraction).
 
 Drivers have the signatures of :mod:`._f32`'s; the cross entropy also
-writes the low parts of the losses (for ``"mean"``/``"sum"``).
+writes the low parts of the losses (for ``"mean"``/``"sum"``). The gradient
+(``sparse_ce_grad``) uses the high parts of ``exp`` and ``S`` only, in plain
+float64, as ``logitkit._cross_entropy._row_grad`` does.
 """
 
 # numba-compiled helpers are untyped for mypy: their results are Any.
@@ -34,6 +36,8 @@ __all__ = [
     "logsumexp_serial",
     "softmax_parallel",
     "softmax_serial",
+    "sparse_ce_grad_parallel",
+    "sparse_ce_grad_serial",
     "sparse_ce_parallel",
     "sparse_ce_serial",
 ]
@@ -335,6 +339,63 @@ def _ce_row(x: Any, labels: Any, out: Any, lo: Any, i: int, n: int, buf: Any) ->
     lo[i] = t_lo if abs(t_hi) < _DD_SAFE and math.isfinite(t_hi) else 0.0
 
 
+@njit(**_KW)  # type: ignore[untyped-decorator]
+def _ce_grad_row(
+    x: Any,
+    labels: Any,
+    scale: Any,
+    out: Any,
+    grad: Any,
+    lo: Any,
+    i: int,
+    n: int,
+    buf: Any,
+) -> None:
+    """The loss of row `i` (as :func:`_ce_row`) and its gradient row.
+
+    ``p_j = e_j / (1 + S)`` from the high parts; at the first maximum ``k``
+    ``((1 - [y = k]) - [y = k] S) / (1 + S)``; times the row's scale.
+    """
+    y = labels[i]
+    out[i] = 0.0
+    lo[i] = 0.0
+    if y < 0:  # ignored: loss 0, zero gradient
+        for j in range(n):
+            grad[i, j] = 0.0
+        return
+    m, s_hi, s_lo = _row(x, i, n, buf, True)
+    if math.isnan(s_hi):
+        out[i] = math.nan
+        for j in range(n):
+            grad[i, j] = math.nan
+        return
+    big, small = log1p_dd(s_hi, s_lo)
+    d, dl = _d(x[i, y], m)
+    if not math.isfinite(d):
+        out[i] = big - d
+    else:
+        t_hi, t_lo = add_dd(big, small, -d, -dl)
+        out[i] = t_hi
+        lo[i] = t_lo if abs(t_hi) < _DD_SAFE and math.isfinite(t_hi) else 0.0
+    if m == -math.inf:  # no valid entry: no gradient
+        for j in range(n):
+            grad[i, j] = 0.0
+        return
+    c = scale[i]
+    den = 1.0 + s_hi
+    for j in range(n):
+        grad[i, j] = (buf[0, j] / den) * c
+    k = 0
+    for j in range(n):
+        if x[i, j] == m:
+            k = j
+            break
+    if y != k:
+        grad[i, y] = (buf[0, y] / den - 1.0) * c
+    y_k = 1.0 if y == k else 0.0
+    grad[i, k] = (((1.0 - y_k) - y_k * s_hi) / den) * c
+
+
 # Drivers: serial, and parallel over `nchunks` chunks of rows (one buffer each).
 
 
@@ -404,3 +465,24 @@ def sparse_ce_parallel(x: Any, labels: Any, out: Any, lo: Any, nchunks: int) -> 
         buf = np.empty((2, 1), np.float64)
         for i in range(c * rows // nchunks, (c + 1) * rows // nchunks):
             _ce_row(x, labels, out, lo, i, n, buf)
+
+
+@njit(**_KW)  # type: ignore[untyped-decorator]
+def sparse_ce_grad_serial(
+    x: Any, labels: Any, scale: Any, out: Any, grad: Any, lo: Any, _nchunks: int
+) -> None:
+    rows, n = x.shape
+    buf = np.empty((2, n), np.float64)
+    for i in range(rows):
+        _ce_grad_row(x, labels, scale, out, grad, lo, i, n, buf)
+
+
+@njit(parallel=True, **_KW)  # type: ignore[untyped-decorator]
+def sparse_ce_grad_parallel(
+    x: Any, labels: Any, scale: Any, out: Any, grad: Any, lo: Any, nchunks: int
+) -> None:
+    rows, n = x.shape
+    for c in prange(nchunks):
+        buf = np.empty((2, n), np.float64)
+        for i in range(c * rows // nchunks, (c + 1) * rows // nchunks):
+            _ce_grad_row(x, labels, scale, out, grad, lo, i, n, buf)

@@ -1,0 +1,282 @@
+"""The fused loss + gradient kernels (``lk.grad.sparse_softmax_cross_entropy``).
+
+One compiled kernel per dtype computes each row's loss and its gradient row
+(``logitkit._kernels._f32`` / ``._f64``: ``sparse_ce_grad``). Compared here
+with the portable path (``LOGITKIT_DISABLE_KERNELS=1``) as
+``tests/test_kernels.py`` compares the forward kernels: ``np.array_equal``
+with the signs of zeros (float64 always; float32 but for a rare one-ulp
+double rounding where the kernel's value is the correctly rounded one), on
+random and adversarial rows, every reduction, ``ignore_index``, class axis
+0 and -1, F-ordered and strided input; and the kernel ran (a call counter).
+"""
+
+from __future__ import annotations
+
+from collections.abc import Iterator
+from typing import Any
+
+import numpy as np
+import pytest
+
+import logitkit as lk
+from logitkit import _kernels
+from test_kernels import _adversarial as _forward_adversarial
+from test_kernels import assert_same, portable
+
+pytest.importorskip("numba")
+
+RNG = np.random.default_rng(20261204)
+CALLS: list[str] = []
+DTYPES = [np.float32, np.float64]
+REDUCTIONS = ["none", "mean", "sum"]
+grad_ce = lk.grad.sparse_softmax_cross_entropy
+
+
+@pytest.fixture(autouse=True)
+def _count_kernels(monkeypatch: pytest.MonkeyPatch) -> Iterator[None]:
+    monkeypatch.delenv("LOGITKIT_DISABLE_KERNELS", raising=False)
+    assert _kernels.available()
+    run = _kernels._run
+    CALLS.clear()
+
+    def counting(kernels: Any, *args: Any) -> None:
+        CALLS.append(kernels[0].__name__.rsplit("_", 1)[0])
+        run(kernels, *args)
+
+    monkeypatch.setattr(_kernels, "_run", counting)
+    return
+
+
+def check(x: np.ndarray, labels: Any, what: str = "", **kw: Any) -> None:
+    """Kernel (it ran, once) == portable path, loss and gradient."""
+    CALLS.clear()
+    with np.errstate(all="ignore"):
+        loss, g = grad_ce(x, labels, **kw)
+        assert CALLS == ["sparse_ce_grad"], CALLS
+        p_loss, p_g = portable(grad_ce, x, labels, **kw)
+    assert type(loss) is type(p_loss)
+    assert g.shape == x.shape
+    assert g.dtype == x.dtype
+    what = f"{what} {x.dtype} {kw}"
+    if x.dtype == np.float64:
+        for k, p in [(loss, p_loss), (g, p_g)]:
+            k, p = np.asarray(k), np.asarray(p)
+            assert np.array_equal(k, p, equal_nan=True), what
+            nan = np.isnan(k)
+            assert np.array_equal(np.signbit(k[~nan]), np.signbit(p[~nan])), what
+        return
+
+    def exact_grad() -> Any:
+        with np.errstate(all="ignore"):
+            return portable(grad_ce, x.astype(np.float64), labels, **kw)[1]
+
+    def exact_loss() -> Any:
+        with np.errstate(all="ignore"):
+            return portable(grad_ce, x.astype(np.float64), labels, **kw)[0]
+
+    assert_same(loss, p_loss, exact_loss, f"loss {what}")
+    assert_same(g, p_g, exact_grad, f"grad {what}")
+
+
+def _labels(x: np.ndarray, axis: int = -1) -> np.ndarray:
+    shape = tuple(np.delete(x.shape, axis % x.ndim))
+    return RNG.integers(0, x.shape[axis], size=shape)
+
+
+@pytest.mark.parametrize("dtype", DTYPES)
+@pytest.mark.parametrize("scale", [1.0, 10.0, 100.0])
+@pytest.mark.parametrize("shape", [(64, 10), (50, 1000), (6, 4000), (2, 5, 7)])
+def test_random(dtype: Any, scale: float, shape: tuple[int, ...]) -> None:
+    x = (RNG.standard_normal(shape) * scale).astype(dtype)
+    y = _labels(x)
+    for reduction in REDUCTIONS:
+        check(x, y, f"randn*{scale} {shape}", reduction=reduction)
+    ignored = y.copy()
+    ignored.reshape(-1)[::3] = -100
+    for reduction in REDUCTIONS:
+        check(x, ignored, "ignored", reduction=reduction, ignore_index=-100)
+
+
+@pytest.mark.parametrize("dtype", DTYPES)
+def test_parallel_rows(dtype: Any) -> None:
+    """Enough elements for the parallel kernel (``_PARALLEL_MIN``)."""
+    x = (RNG.standard_normal((300, 4000)) * 8).astype(dtype)
+    assert x.size >= _kernels._PARALLEL_MIN
+    check(x, _labels(x), "parallel", reduction="mean")
+
+
+def _adversarial(dtype: Any) -> np.ndarray:
+    """test_kernels' rows, and ties at the maximum and confident rows."""
+    n = 9
+    extra = [
+        [1.0, 3.0, 3.0, 0.0, 3.0, -1.0, 2.0, 3.0, -2.0],  # ties at the max
+        [3.0, 3.0, 0.0, 0.0, 0.0, 0.0, 0.0, 0.0, 0.0],
+        [0.0, 30.0, 0.0, 0.0, 0.0, 0.0, 0.0, 0.0, 0.0],  # loss ~ 8e-13 at 1
+        [-3.0, 33.0, 0.0, -1.0, 1.0, 2.0, -5.0, 0.0, 1.5],
+        [0.0, 40.0, -1.0, -2.0, -3.0, -4.0, -5.0, -6.0, -7.0],
+        [1e30, 1e30, -1e30, 1e30, 0.0, 1e29, 0.0, 0.0, 0.0],
+        [np.inf, np.inf, 0.0, 1.0, np.inf, -np.inf, 0.0, 0.0, np.nan],
+        [-np.inf, 0.0, -np.inf, -np.inf, -np.inf, -np.inf, -np.inf, -np.inf, -1.0],
+        [-np.inf] * (n - 1) + [0.0],
+    ]
+    with np.errstate(over="ignore"):
+        rows = np.asarray(extra, dtype=np.float64).astype(dtype)
+    return np.concatenate([_forward_adversarial(dtype), rows])
+
+
+@pytest.mark.parametrize("dtype", DTYPES)
+def test_adversarial(dtype: Any) -> None:
+    """Every label position of every adversarial row (ties, NaN, inf, masked)."""
+    x = _adversarial(dtype)
+    for c in range(x.shape[1]):
+        y = np.full(x.shape[0], c)
+        for reduction in REDUCTIONS:
+            check(x, y, f"label {c}", reduction=reduction)
+        y[::2] = -1
+        check(x, y, f"label {c}, ignored", reduction="mean", ignore_index=-1)
+
+
+@pytest.mark.parametrize("dtype", DTYPES)
+def test_special_values(dtype: Any) -> None:
+    """NaN rows are NaN, masked and ignored rows zero, a mean of nothing zero."""
+    x = np.asarray(
+        [
+            [0.0, np.nan, 1.0],
+            [-np.inf, -np.inf, -np.inf],
+            [np.inf, 0.0, np.inf],
+            [np.nan, 2.0, 3.0],
+            [0.0, 30.0, 0.0],
+        ],
+        dtype=dtype,
+    )
+    y = np.asarray([0, 1, 2, -1, 1])
+    with np.errstate(invalid="ignore"):
+        loss, g = grad_ce(x, y, ignore_index=-1)
+    assert np.isnan(g[0]).all()
+    assert np.isnan(loss[0])
+    assert np.array_equal(g[1], np.zeros(3))
+    assert not np.signbit(g[1]).any()
+    assert np.array_equal(g[2], np.asarray([0.5, 0.0, -0.5], dtype=dtype))
+    assert np.array_equal(g[3], np.zeros(3))
+    assert loss[3] == 0
+    assert g[4, 1] < 0 < g[4, 0]
+    assert g[4, 0] == -g[4, 1] / 2
+    loss, g = grad_ce(x, np.full(5, -1), ignore_index=-1, reduction="mean")
+    assert float(loss) == 0.0
+    assert np.array_equal(g, np.zeros_like(x))
+    assert not np.signbit(g).any()
+    assert CALLS == ["sparse_ce_grad"] * 2
+
+
+@pytest.mark.parametrize("dtype", DTYPES)
+def test_layouts(dtype: Any) -> None:
+    base = (RNG.standard_normal((6, 40, 30)) * 4).astype(dtype)
+    cases = [
+        (base[:, ::2, 1::3], 1, "strided, axis 1"),
+        (np.asfortranarray(base[0]), -1, "F-order"),
+        (np.asfortranarray(base[0]), 0, "F-order, axis 0"),
+        (base, 0, "axis 0"),
+        (base[..., ::-1], -1, "reversed"),
+        (base[0, 0], -1, "1-d"),
+        (base[0, 0], 0, "1-d, axis 0"),
+    ]
+    for x, axis, what in cases:
+        for reduction in REDUCTIONS:
+            check(x, _labels(x, axis), what, axis=axis, reduction=reduction)
+    x = base[0]
+    check(x, _labels(x).tolist(), "list labels")
+    check(x, _labels(x).astype(np.uint8), "uint8 labels", reduction="sum")
+
+
+@pytest.mark.parametrize("dtype", DTYPES)
+def test_same_loss_as_the_forward_kernel(dtype: Any) -> None:
+    x = (RNG.standard_normal((30, 50)) * 5).astype(dtype)
+    y = _labels(x)
+    y[::4] = 7
+    for reduction in REDUCTIONS:
+        loss, _ = grad_ce(x, y, reduction=reduction, ignore_index=7)
+        fwd = lk.sparse_softmax_cross_entropy(x, y, reduction=reduction, ignore_index=7)
+        assert type(loss) is type(fwd)
+        assert np.array_equal(loss, fwd)
+    assert CALLS == ["sparse_ce_grad", "sparse_ce"] * 3
+
+
+def test_options_take_the_portable_path() -> None:
+    x = RNG.standard_normal((4, 5)).astype(np.float32)
+    y = _labels(x)
+    for kw in [
+        {"label_smoothing": 0.1},
+        {"z_loss": 1e-4},
+        {"softcap": 30.0},
+        {"temperature": 2.0},
+        {"class_weights": np.ones(5)},
+        {"where": np.ones((4, 5), bool)},
+        {"axis": (0, 1)},
+    ]:
+        yy = 3 if kw.get("axis") == (0, 1) else y
+        CALLS.clear()
+        loss, g = grad_ce(x, yy, **kw)
+        assert CALLS == []
+        p_loss, p_g = portable(grad_ce, x, yy, **kw)
+        assert np.array_equal(loss, p_loss)
+        assert np.array_equal(g, p_g)
+    x16 = x.astype(np.float16)
+    grad_ce(x16, y)
+    assert CALLS == []
+
+
+def test_errors_are_the_portable_paths() -> None:
+    x = np.zeros((3, 4), dtype=np.float32)
+    for labels, kw in [
+        (np.asarray([0, 5, 1]), {}),
+        (np.asarray([0, -1, 1]), {}),
+        (np.asarray([0, -1, 9]), {"ignore_index": -1}),
+        (np.asarray([0.0, 1.0, 1.0]), {}),
+        (np.asarray([0, 1]), {}),
+        (np.asarray([0, 1, 1]), {"reduction": "avg"}),
+    ]:
+        with pytest.raises((ValueError, TypeError)) as port_err:
+            portable(grad_ce, x, labels, **kw)
+        with pytest.raises(type(port_err.value)) as kern_err:
+            grad_ce(x, labels, **kw)
+        assert str(kern_err.value) == str(port_err.value)
+
+
+def test_confident_row_against_mpmath() -> None:
+    """A confident right answer: loss and gradient ~1e-13, every digit kept."""
+    mpmath = pytest.importorskip("mpmath")
+    row = [0.0, 30.0, -1.0, -2.5, -7.0, -1.0]
+    for dtype in DTYPES:
+        x = np.asarray([row], dtype=dtype)
+        loss, g = grad_ce(x, np.asarray([1]))
+        with mpmath.workprec(200):
+            xs = [mpmath.mpf(float(v)) for v in x[0]]
+            z = mpmath.fsum(mpmath.exp(v) for v in xs)
+            p = [mpmath.exp(v) / z for v in xs]
+            want_g = [float(pj - (1 if j == 1 else 0)) for j, pj in enumerate(p)]
+            want_loss = float(mpmath.log(z) - xs[1])
+        assert 1e-13 < want_loss < 1e-12
+        tol = 0.5 if dtype == np.float32 else 1.0
+        ulp = np.spacing(np.abs(np.asarray(want_g, dtype=dtype))).astype(np.float64)
+        err = np.abs(g[0].astype(np.float64) - np.asarray(want_g)) / ulp
+        assert err.max() <= tol, err
+        loss_ulp = float(np.spacing(dtype(want_loss)))
+        assert abs(float(loss[0]) - want_loss) <= tol * loss_ulp
+
+
+def test_torch_and_jax_without_autograd() -> None:
+    """Arrays the forward kernels view (no autograd, no tracing) qualify too."""
+    torch = pytest.importorskip("torch")
+    xn = (RNG.standard_normal((20, 30)) * 3).astype(np.float32)
+    yn = _labels(xn)
+    want_loss, want_g = grad_ce(xn, yn, reduction="mean")
+    loss, g = grad_ce(torch.from_numpy(xn), torch.from_numpy(yn), reduction="mean")
+    assert type(g) is torch.Tensor
+    assert g.dtype == torch.float32
+    assert np.array_equal(loss.numpy(), want_loss)
+    assert np.array_equal(g.numpy(), want_g)
+    jnp = pytest.importorskip("jax.numpy")
+    loss, g = grad_ce(jnp.asarray(xn), jnp.asarray(yn), reduction="mean")
+    assert np.array_equal(np.asarray(g), want_g)
+    assert np.array_equal(np.asarray(loss), want_loss)
+    assert CALLS == ["sparse_ce_grad"] * 3
