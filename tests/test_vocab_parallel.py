@@ -551,7 +551,10 @@ class TestValues:
                 up = torch.as_tensor(case["upstream"], dtype=torch.float64)
                 loss.backward(up.reshape(loss.shape))
                 f64 = case["dtype"] == "float64"
-                rtol, atol = (1e-12, 1e-15) if f64 else (1e-6, 1e-7)
+                # torch forms p_y - 1 by cancellation: a few ulp of 1 (times the
+                # upstream gradient) off for a confident row (1.1e-15 seen on an
+                # AVX-512 machine); exactness is checked against mpmath elsewhere
+                rtol, atol = (1e-12, 1e-14) if f64 else (1e-6, 1e-7)
                 for rank, r in enumerate(_ok(results)):
                     start, size = _shard(case, world, rank)
                     g = x.grad.numpy()[..., start : start + size]
