@@ -280,3 +280,152 @@ def test_torch_and_jax_without_autograd() -> None:
     assert np.array_equal(np.asarray(g), want_g)
     assert np.array_equal(np.asarray(loss), want_loss)
     assert CALLS == ["sparse_ce_grad"] * 3
+
+
+# ----------------------------------------------- torch autograd (CPU tensors)
+
+
+def _torch() -> Any:
+    return pytest.importorskip("torch")
+
+
+def _torch_grad(
+    xn: np.ndarray, yn: np.ndarray, go: Any = None, **kw: Any
+) -> tuple[Any, Any]:
+    """(loss, x.grad) of a tensor requiring grad, and check the kernels ran."""
+    torch = _torch()
+    x = torch.tensor(xn, requires_grad=True)
+    CALLS.clear()
+    with np.errstate(all="ignore"):
+        loss = lk.sparse_softmax_cross_entropy(x, torch.from_numpy(yn), **kw)
+        assert CALLS == ["sparse_ce_fwd"]
+        assert loss.requires_grad
+        loss.backward(go)
+    assert CALLS == ["sparse_ce_fwd", "sparse_ce_bwd"]
+    assert x.grad.dtype == x.dtype
+    return loss.detach(), x.grad
+
+
+@pytest.mark.parametrize("dtype", DTYPES)
+@pytest.mark.parametrize("reduction", REDUCTIONS)
+def test_torch_backward_is_the_numpy_gradient(dtype: Any, reduction: str) -> None:
+    """``loss.backward()`` == ``lk.grad`` on NumPy, bit for bit."""
+    torch = _torch()
+    cases = [
+        ((RNG.standard_normal((40, 300)) * 6).astype(dtype), -1),
+        ((RNG.standard_normal((30, 20)) * 3).astype(dtype), 0),
+        (_adversarial(dtype), -1),
+    ]
+    for xn, axis in cases:
+        yn = _labels(xn, axis)
+        yn[::3] = -100
+        kw: dict[str, Any] = {"axis": axis, "ignore_index": -100}
+        kw["reduction"] = reduction
+        tdtype = getattr(torch, xn.dtype.name)
+        go = None if reduction != "none" else torch.ones(yn.shape, dtype=tdtype)
+        loss, g = _torch_grad(xn, yn, go, **kw)
+        with np.errstate(all="ignore"):
+            want_loss, want_g = grad_ce(xn, yn, **kw)
+        assert np.array_equal(loss.numpy(), want_loss, equal_nan=True)
+        assert np.array_equal(g.numpy(), want_g, equal_nan=True)
+        nan = np.isnan(want_g)
+        assert np.array_equal(np.signbit(g.numpy()[~nan]), np.signbit(want_g[~nan]))
+
+
+@pytest.mark.parametrize("dtype", DTYPES)
+@pytest.mark.parametrize("reduction", REDUCTIONS)
+def test_torch_close_to_the_portable_autograd(dtype: Any, reduction: str) -> None:
+    """A non-uniform incoming gradient; the portable path's torch autograd agrees."""
+    torch = _torch()
+    xn = (RNG.standard_normal((16, 2, 50)) * 4).astype(dtype)
+    yn = _labels(xn)
+    yn[0, 1] = 7
+    kw: dict[str, Any] = {"reduction": reduction, "ignore_index": 7}
+    shape = yn.shape if reduction == "none" else ()
+    go = torch.tensor(RNG.standard_normal(shape) * 3, dtype=torch.float64)
+    go = go.to(getattr(torch, xn.dtype.name))
+    loss, g = _torch_grad(xn, yn, go, **kw)
+    x = torch.tensor(xn, requires_grad=True)
+    p_loss = portable(lk.sparse_softmax_cross_entropy, x, torch.from_numpy(yn), **kw)
+    p_loss.backward(go)
+    assert_same(loss.numpy(), p_loss.detach().numpy(), what="torch loss")
+    rtol, atol = (2e-7, 1e-9) if dtype == np.float32 else (1e-13, 1e-16)
+    np.testing.assert_allclose(g.numpy(), x.grad.numpy(), rtol=rtol, atol=atol)
+    if dtype == np.float64:  # the same products as NumPy's gradient, one rounding
+        _, want = grad_ce(xn, yn, **{**kw, "reduction": "sum"})
+        scale = np.broadcast_to(go.numpy(), yn.shape)[..., None]  # float64 here
+        if reduction == "mean":
+            scale = scale * (1.0 / np.count_nonzero(yn != 7))
+        assert np.array_equal(g.numpy(), want * scale)
+
+
+def test_torch_gradcheck_and_double_backward() -> None:
+    """gradcheck; a second derivative (``create_graph``) by the portable path."""
+    torch = _torch()
+    x = torch.tensor(RNG.standard_normal((3, 5)) * 2, requires_grad=True)
+    y = torch.tensor([0, 4, -1])
+    for reduction in REDUCTIONS:
+
+        def f(t: Any, reduction: str = reduction) -> Any:
+            return lk.sparse_softmax_cross_entropy(
+                t, y, reduction=reduction, ignore_index=-1
+            )
+
+        CALLS.clear()
+        assert torch.autograd.gradcheck(f, (x,))
+        assert torch.autograd.gradgradcheck(f, (x,))
+        assert "sparse_ce_fwd" in CALLS
+        assert "sparse_ce_bwd" in CALLS
+        loss = f(x)
+        (g,) = torch.autograd.grad(loss.sum(), x, create_graph=True)
+        (h,) = torch.autograd.grad((g * g).sum(), x)
+        x2 = x.detach().clone().requires_grad_()
+        p_loss = portable(f, x2)
+        (p_g,) = torch.autograd.grad(p_loss.sum(), x2, create_graph=True)
+        (p_h,) = torch.autograd.grad((p_g * p_g).sum(), x2)
+        torch.testing.assert_close(g, p_g, rtol=1e-13, atol=1e-16)
+        torch.testing.assert_close(h, p_h, rtol=1e-13, atol=1e-16)
+
+
+def test_torch_what_keeps_the_portable_path() -> None:
+    """torch.func transforms, options, foreign labels: no kernel; values agree."""
+    torch = _torch()
+    xn = RNG.standard_normal((4, 6))
+    x = torch.tensor(xn, requires_grad=True)
+    y = torch.tensor([0, 5, 2, 1])
+    ce = lk.sparse_softmax_cross_entropy
+    CALLS.clear()
+    g = torch.func.grad(lambda t: ce(t, y, reduction="sum"))(x.detach())
+    torch.func.vmap(lambda t: ce(t, y))(torch.stack([x.detach()] * 2))
+    ce(x, y, label_smoothing=0.1).sum().backward()
+    ce(x, y.numpy()).sum().backward()  # NumPy labels for torch logits
+    ce(x.to(torch.float16), y).sum().backward()
+    assert CALLS == []
+    _, want = grad_ce(xn, y.numpy(), reduction="sum")
+    np.testing.assert_allclose(g.numpy(), want, rtol=1e-13, atol=1e-16)
+
+
+def test_torch_parameter_layouts_and_in_place() -> None:
+    torch = _torch()
+    base = torch.tensor(RNG.standard_normal((30, 8)), dtype=torch.float32)
+    p = torch.nn.Parameter(base.clone())
+    y = torch.tensor(RNG.integers(0, 30, 8))
+    CALLS.clear()
+    lk.sparse_softmax_cross_entropy(p.T, y, reduction="mean").backward()
+    assert CALLS == ["sparse_ce_fwd", "sparse_ce_bwd"]
+    _, want = grad_ce(base.numpy(), y.numpy(), axis=0, reduction="mean")
+    assert np.array_equal(p.grad.numpy(), want)
+    x = base.clone().requires_grad_()
+    loss = lk.sparse_softmax_cross_entropy(x[:, ::2], y[::2], axis=0).sum()
+    x.grad = None
+    loss.backward()
+    _, want = grad_ce(base.numpy()[:, ::2], y.numpy()[::2], axis=0)
+    assert np.array_equal(x.grad.numpy()[:, ::2], want)
+    assert not x.grad.numpy()[:, 1::2].any()
+    w = base.clone().requires_grad_()
+    h = w * 1.0
+    loss = lk.sparse_softmax_cross_entropy(h.T, y).sum()
+    with torch.no_grad():
+        h.add_(1.0)  # changed after the forward: autograd refuses
+    with pytest.raises(RuntimeError, match="modified by an inplace operation"):
+        loss.backward()

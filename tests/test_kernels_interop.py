@@ -8,7 +8,9 @@ array, bit for bit, and agree with the portable path of the input's own
 library (``LOGITKIT_DISABLE_KERNELS=1``) as ``tests/test_kernels.py`` asks;
 type, dtype, device and shape are the portable path's; no copy is made of
 the input nor of the result; autograd and traced inputs (``requires_grad``,
-``jax.jit``, ``jax.grad``) take the portable path and still differentiate.
+``jax.jit``, ``jax.grad``) take the portable path and still differentiate
+(but the sparse cross entropy of a tensor autograd tracks: its
+``autograd.Function`` is tested in ``tests/test_kernels_grad.py``).
 """
 
 from __future__ import annotations
@@ -244,8 +246,10 @@ def test_torch_autograd_takes_the_portable_path() -> None:
         assert not y.requires_grad
         assert_same(y.numpy(), fn(xn))
     labels = torch.tensor([0, 5, 2, 1])
+    CALLS.clear()  # the sparse CE has its own autograd.Function of the kernels
     loss = lk.sparse_softmax_cross_entropy(x, labels, reduction="sum")
     (dx,) = torch.autograd.grad(loss, x)
+    assert CALLS == ["sparse_ce_fwd", "sparse_ce_bwd"]
     _, want = lk.grad.sparse_softmax_cross_entropy(xn, labels.numpy(), reduction="sum")
     np.testing.assert_allclose(dx.numpy(), want, rtol=1e-13, atol=1e-15)
 

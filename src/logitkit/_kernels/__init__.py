@@ -20,8 +20,12 @@ DLPack, without a copy, and the result is handed back the same way
 (``Tensor.numpy``/``torch.from_numpy``, the same sharing as DLPack but
 cheaper per call; ``jax.dlpack.from_dlpack``, which shares the buffer
 when it is C-contiguous and 64-byte aligned, as the outputs made here are
-for JAX, and copies otherwise). Everything else of those libraries (autograd,
-tracers, other devices, ``torch.compile``) takes the portable path. Where a kernel runs, it
+for JAX, and copies otherwise). A CPU float tensor that autograd tracks
+takes the kernels in ``sparse_softmax_cross_entropy`` only, through a
+``torch.autograd.Function`` (``_torch_fn``: the loss kernel in forward, the
+gradient kernel in backward). Everything else of those libraries (autograd,
+tracers, other devices, ``torch.compile``, ``torch.func`` transforms) takes
+the portable path. Where a kernel runs, it
 gives the portable path's values and special values, bit for bit but for the
 rare double roundings both are exposed to (see ``docs/performance.md``).
 
@@ -494,6 +498,8 @@ def sparse_softmax_cross_entropy(
     library (viewed the same way); anything the checks below would refuse
     goes to the portable path, which raises its own error.
     """
+    if is_torch_array(logits) and _torch_tracked(logits):
+        return _torch_sparse_ce(logits, labels, axis, ignore_index, reduction)
     sp = _sparse_setup(logits, labels, axis, ignore_index, reduction, name="sparse_ce")
     if sp is None:
         return None
@@ -506,6 +512,36 @@ def sparse_softmax_cross_entropy(
     _run(sp.kernel, rows, n, sp.xr, sp.y, loss, *(() if lo is None else (lo,)))
     value = _sparse_value(sp, loss, lo, reduction, _count(sp))
     return value if inp.back is None else inp.back(np.asarray(value))
+
+
+def _torch_tracked(x: Any) -> bool:
+    """A CPU float tensor autograd tracks, outside ``torch.compile`` and ``torch.func``."""
+    import torch
+
+    if type(x) is not torch.Tensor and type(x) is not torch.nn.Parameter:
+        return False
+    if not (x.requires_grad and torch.is_grad_enabled()):
+        return False
+    if x.device.type != "cpu" or x.dtype not in (torch.float32, torch.float64):
+        return False
+    if torch.compiler.is_compiling():
+        return False
+    active = getattr(torch._C, "_are_functorch_transforms_active", None)
+    return active is not None and not active()
+
+
+def _torch_sparse_ce(
+    x: Any, labels: Any, axis: Any, ignore_index: Any, reduction: str
+) -> Any | None:
+    """The sparse cross entropy of a tracked tensor: a kernel-backed autograd.Function."""
+    sp = _sparse_setup(
+        x.detach(), labels, axis, ignore_index, reduction, name="sparse_ce_fwd"
+    )
+    if sp is None:
+        return None
+    from . import _torch_fn
+
+    return _torch_fn.sparse_ce(x, sp, reduction, _count(sp))
 
 
 def _mean_scale(reduction: str, count: float) -> float:

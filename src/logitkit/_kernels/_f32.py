@@ -13,7 +13,9 @@ with ``m`` the row maximum, ``d_j = x_j - m`` (in float64),
 - its gradient (``sparse_ce_grad``, with the loss): ``p_j - [j = y]`` with
   ``p_j = exp(d_j) / (1 + S)``, and ``((1 - [y = k]) - [y = k] S) / (1 + S)``
   at the (first) maximum ``k`` (``logitkit._cross_entropy._row_grad``),
-  times a per-row scale,
+  times a per-row scale; for torch autograd the same in two halves:
+  ``sparse_ce_fwd`` (the loss and each row's ``m`` and ``S``) and
+  ``sparse_ce_bwd`` (the gradient from those statistics),
 
 each rounded once to the output dtype. ``exp`` is a float64 polynomial
 (relative error ~1e-17 before its last rounding, about 1 ulp of float64 in
@@ -43,6 +45,10 @@ __all__ = [
     "logsumexp_serial",
     "softmax_parallel",
     "softmax_serial",
+    "sparse_ce_bwd_parallel",
+    "sparse_ce_bwd_serial",
+    "sparse_ce_fwd_parallel",
+    "sparse_ce_fwd_serial",
     "sparse_ce_grad_parallel",
     "sparse_ce_grad_serial",
     "sparse_ce_parallel",
@@ -296,6 +302,61 @@ def _ce_grad_row(
     _grad_write(grad, i, n, buf, s, _first_max(x, i, n, m), y, c)
 
 
+@njit(**_KW)  # type: ignore[untyped-decorator]
+def _ce_fwd_row(
+    x: Any, labels: Any, out: Any, stats: Any, i: int, n: int, buf: Any
+) -> None:
+    """The loss of row `i` (as :func:`_ce_grad_row`), and ``(m, S)`` in `stats`.
+
+    ``S`` is NaN for a row with a NaN; ``m`` is ``-inf`` for a row with no
+    valid entry. ``S`` is the sum :func:`_ce_grad_row` forms (the same
+    function, :func:`_row_sum_store`): the gradients are the same bits.
+    """
+    y = labels[i]
+    stats[i, 0] = 0.0
+    stats[i, 1] = 0.0
+    if y < 0:
+        out[i] = 0.0
+        return
+    m = _row_max(x, i, n)
+    if math.isfinite(m):
+        s, t = _row_sum_store(x, i, n, m, buf)
+        s = s + (t - 1.0)
+        if not math.isnan(s):
+            out[i] = math.log1p(s) - (np.float64(x[i, y]) - m)
+            stats[i, 0] = m
+            stats[i, 1] = s
+            return
+    m, s, nan_row = _special(x, i, n, m, buf)
+    stats[i, 0] = m
+    stats[i, 1] = math.nan if nan_row else s
+    out[i] = math.nan if nan_row else math.log1p(s) - buf[y]
+
+
+@njit(**_KW)  # type: ignore[untyped-decorator]
+def _ce_bwd_row(
+    x: Any, labels: Any, stats: Any, scale: Any, grad: Any, i: int, n: int, buf: Any
+) -> None:
+    """The gradient row of :func:`_ce_grad_row` from :func:`_ce_fwd_row`'s stats."""
+    y = labels[i]
+    m = stats[i, 0]
+    s = stats[i, 1]
+    if y >= 0 and math.isnan(s):  # a NaN in the row (m may be -inf)
+        for j in range(n):
+            grad[i, j] = math.nan
+        return
+    if y < 0 or m == -math.inf:  # ignored, or no valid entry: no gradient
+        for j in range(n):
+            grad[i, j] = 0.0
+        return
+    if math.isfinite(m):
+        _row_sum_store(x, i, n, m, buf)  # the exp of _ce_grad_row, bit for bit
+    else:  # +inf maximum: exp(d_j) is 1 for the +inf entries, 0 elsewhere
+        for j in range(n):
+            buf[j] = 1.0 if x[i, j] == math.inf else 0.0
+    _grad_write(grad, i, n, buf, s, _first_max(x, i, n, m), y, scale[i])
+
+
 # Drivers: serial, and parallel over `nchunks` chunks of rows (one buffer each).
 
 
@@ -386,3 +447,45 @@ def sparse_ce_grad_parallel(
         buf = np.empty(n, np.float64)
         for i in range(c * rows // nchunks, (c + 1) * rows // nchunks):
             _ce_grad_row(x, labels, scale, out, grad, i, n, buf)
+
+
+@njit(**_KW)  # type: ignore[untyped-decorator]
+def sparse_ce_fwd_serial(
+    x: Any, labels: Any, out: Any, stats: Any, _nchunks: int
+) -> None:
+    rows, n = x.shape
+    buf = np.empty(n, np.float64)
+    for i in range(rows):
+        _ce_fwd_row(x, labels, out, stats, i, n, buf)
+
+
+@njit(parallel=True, **_KW)  # type: ignore[untyped-decorator]
+def sparse_ce_fwd_parallel(
+    x: Any, labels: Any, out: Any, stats: Any, nchunks: int
+) -> None:
+    rows, n = x.shape
+    for c in prange(nchunks):
+        buf = np.empty(n, np.float64)
+        for i in range(c * rows // nchunks, (c + 1) * rows // nchunks):
+            _ce_fwd_row(x, labels, out, stats, i, n, buf)
+
+
+@njit(**_KW)  # type: ignore[untyped-decorator]
+def sparse_ce_bwd_serial(
+    x: Any, labels: Any, stats: Any, scale: Any, grad: Any, _nchunks: int
+) -> None:
+    rows, n = x.shape
+    buf = np.empty(n, np.float64)
+    for i in range(rows):
+        _ce_bwd_row(x, labels, stats, scale, grad, i, n, buf)
+
+
+@njit(parallel=True, **_KW)  # type: ignore[untyped-decorator]
+def sparse_ce_bwd_parallel(
+    x: Any, labels: Any, stats: Any, scale: Any, grad: Any, nchunks: int
+) -> None:
+    rows, n = x.shape
+    for c in prange(nchunks):
+        buf = np.empty(n, np.float64)
+        for i in range(c * rows // nchunks, (c + 1) * rows // nchunks):
+            _ce_bwd_row(x, labels, stats, scale, grad, i, n, buf)

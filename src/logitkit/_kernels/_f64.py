@@ -12,7 +12,9 @@ transformations do not survive reassociation or FMA contraction).
 Drivers have the signatures of :mod:`._f32`'s; the cross entropy also
 writes the low parts of the losses (for ``"mean"``/``"sum"``). The gradient
 (``sparse_ce_grad``) uses the high parts of ``exp`` and ``S`` only, in plain
-float64, as ``logitkit._cross_entropy._row_grad`` does.
+float64, as ``logitkit._cross_entropy._row_grad`` does; ``sparse_ce_fwd``
+and ``sparse_ce_bwd`` split it in two for torch autograd (each row's ``m``
+and ``S`` kept in between).
 """
 
 # numba-compiled helpers are untyped for mypy: their results are Any.
@@ -36,6 +38,10 @@ __all__ = [
     "logsumexp_serial",
     "softmax_parallel",
     "softmax_serial",
+    "sparse_ce_bwd_parallel",
+    "sparse_ce_bwd_serial",
+    "sparse_ce_fwd_parallel",
+    "sparse_ce_fwd_serial",
     "sparse_ce_grad_parallel",
     "sparse_ce_grad_serial",
     "sparse_ce_parallel",
@@ -317,26 +323,30 @@ def _lse_row(x: Any, out: Any, i: int, n: int, buf: Any) -> None:
 
 
 @njit(**_KW)  # type: ignore[untyped-decorator]
-def _ce_row(x: Any, labels: Any, out: Any, lo: Any, i: int, n: int, buf: Any) -> None:
+def _ce_row(
+    x: Any, labels: Any, out: Any, lo: Any, i: int, n: int, buf: Any
+) -> tuple[float, float]:
+    """The loss of row `i`; returns ``(m, S_hi)`` (``(0, 0)`` if ignored)."""
     y = labels[i]
     if y < 0:
         out[i] = 0.0
         lo[i] = 0.0
-        return
+        return 0.0, 0.0
     m, s_hi, s_lo = _row(x, i, n, buf, False)
     if math.isnan(s_hi):
         out[i] = math.nan
         lo[i] = 0.0
-        return
+        return m, s_hi
     big, small = log1p_dd(s_hi, s_lo)
     d, dl = _d(x[i, y], m)
     if not math.isfinite(d):
         out[i] = big - d
         lo[i] = 0.0
-        return
+        return m, s_hi
     t_hi, t_lo = add_dd(big, small, -d, -dl)
     out[i] = t_hi
     lo[i] = t_lo if abs(t_hi) < _DD_SAFE and math.isfinite(t_hi) else 0.0
+    return m, s_hi
 
 
 @njit(**_KW)  # type: ignore[untyped-decorator]
@@ -381,8 +391,15 @@ def _ce_grad_row(
         for j in range(n):
             grad[i, j] = 0.0
         return
-    c = scale[i]
-    den = 1.0 + s_hi
+    _grad_write(x, grad, i, n, buf, m, s_hi, y, scale[i])
+
+
+@njit(**_KW)  # type: ignore[untyped-decorator]
+def _grad_write(
+    x: Any, grad: Any, i: int, n: int, buf: Any, m: float, s: float, y: int, c: float
+) -> None:
+    """``(p_j - [j = y]) c`` with ``p_j = buf[0, j] / (1 + S)``, the top one exact."""
+    den = 1.0 + s
     for j in range(n):
         grad[i, j] = (buf[0, j] / den) * c
     k = 0
@@ -393,7 +410,39 @@ def _ce_grad_row(
     if y != k:
         grad[i, y] = (buf[0, y] / den - 1.0) * c
     y_k = 1.0 if y == k else 0.0
-    grad[i, k] = (((1.0 - y_k) - y_k * s_hi) / den) * c
+    grad[i, k] = (((1.0 - y_k) - y_k * s) / den) * c
+
+
+@njit(**_KW)  # type: ignore[untyped-decorator]
+def _ce_fwd_row(
+    x: Any, labels: Any, out: Any, lo: Any, stats: Any, i: int, n: int, buf: Any
+) -> None:
+    """:func:`_ce_row`, and ``(m, S_hi)`` in `stats` (``S_hi`` NaN: a NaN row)."""
+    m, s_hi = _ce_row(x, labels, out, lo, i, n, buf)
+    stats[i, 0] = m
+    stats[i, 1] = s_hi
+
+
+@njit(**_KW)  # type: ignore[untyped-decorator]
+def _ce_bwd_row(
+    x: Any, labels: Any, stats: Any, scale: Any, grad: Any, i: int, n: int, buf: Any
+) -> None:
+    """The gradient row of :func:`_ce_grad_row` from :func:`_ce_fwd_row`'s stats."""
+    y = labels[i]
+    m = stats[i, 0]
+    s = stats[i, 1]
+    if y >= 0 and math.isnan(s):  # a NaN in the row (m may be -inf)
+        for j in range(n):
+            grad[i, j] = math.nan
+        return
+    if y < 0 or m == -math.inf:  # ignored, or no valid entry: no gradient
+        for j in range(n):
+            grad[i, j] = 0.0
+        return
+    for j in range(n):  # the high parts of _row's exp_dd, as it forms them
+        d, dl = _d(x[i, j], m)
+        buf[0, j] = 1.0 if d == 0.0 else exp_dd(d, dl)[0]
+    _grad_write(x, grad, i, n, buf, m, s, y, scale[i])
 
 
 # Drivers: serial, and parallel over `nchunks` chunks of rows (one buffer each).
@@ -486,3 +535,45 @@ def sparse_ce_grad_parallel(
         buf = np.empty((2, n), np.float64)
         for i in range(c * rows // nchunks, (c + 1) * rows // nchunks):
             _ce_grad_row(x, labels, scale, out, grad, lo, i, n, buf)
+
+
+@njit(**_KW)  # type: ignore[untyped-decorator]
+def sparse_ce_fwd_serial(
+    x: Any, labels: Any, out: Any, lo: Any, stats: Any, _nchunks: int
+) -> None:
+    rows, n = x.shape
+    buf = np.empty((2, 1), np.float64)
+    for i in range(rows):
+        _ce_fwd_row(x, labels, out, lo, stats, i, n, buf)
+
+
+@njit(parallel=True, **_KW)  # type: ignore[untyped-decorator]
+def sparse_ce_fwd_parallel(
+    x: Any, labels: Any, out: Any, lo: Any, stats: Any, nchunks: int
+) -> None:
+    rows, n = x.shape
+    for c in prange(nchunks):
+        buf = np.empty((2, 1), np.float64)
+        for i in range(c * rows // nchunks, (c + 1) * rows // nchunks):
+            _ce_fwd_row(x, labels, out, lo, stats, i, n, buf)
+
+
+@njit(**_KW)  # type: ignore[untyped-decorator]
+def sparse_ce_bwd_serial(
+    x: Any, labels: Any, stats: Any, scale: Any, grad: Any, _nchunks: int
+) -> None:
+    rows, n = x.shape
+    buf = np.empty((1, n), np.float64)
+    for i in range(rows):
+        _ce_bwd_row(x, labels, stats, scale, grad, i, n, buf)
+
+
+@njit(parallel=True, **_KW)  # type: ignore[untyped-decorator]
+def sparse_ce_bwd_parallel(
+    x: Any, labels: Any, stats: Any, scale: Any, grad: Any, nchunks: int
+) -> None:
+    rows, n = x.shape
+    for c in prange(nchunks):
+        buf = np.empty((1, n), np.float64)
+        for i in range(c * rows // nchunks, (c + 1) * rows // nchunks):
+            _ce_bwd_row(x, labels, stats, scale, grad, i, n, buf)

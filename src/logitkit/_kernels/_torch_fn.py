@@ -1,0 +1,96 @@
+"""The sparse cross entropy of a CPU torch tensor autograd tracks, by the kernels.
+
+A ``torch.autograd.Function`` whose forward runs the loss kernel on a
+detached NumPy view of the logits (``sparse_ce_fwd``: the losses, and each
+row's maximum and sum ``S``) and whose backward runs the gradient kernel
+from those per-row statistics (``sparse_ce_bwd``: no (rows, classes)
+buffer is kept between the two). The gradient is
+``lk.grad.sparse_softmax_cross_entropy``'s, bit for bit, times the incoming
+gradient (per row for ``reduction="none"``). A backward that must itself be
+differentiable (``create_graph=True``: a second derivative, MAML) forms the
+gradient by the portable path's torch autograd instead, from the same
+saved logits.
+
+Imported only when such a tensor reaches :mod:`logitkit._kernels`.
+"""
+
+from __future__ import annotations
+
+from typing import Any
+
+import numpy as np
+import torch
+
+from . import (
+    _grad_to_input,
+    _kernel,
+    _load,
+    _mean_scale,
+    _rows,
+    _run,
+    _Sparse,
+    _sparse_value,
+)
+
+__all__ = ["sparse_ce"]
+
+
+class _SparseCrossEntropy(torch.autograd.Function):
+    """Loss in forward (with per-row statistics), the gradient in backward."""
+
+    @staticmethod
+    def forward(
+        ctx: Any, x: torch.Tensor, sp: _Sparse, reduction: str, count: float
+    ) -> torch.Tensor:
+        xr = sp.xr
+        rows, n = xr.shape
+        refine = xr.dtype == np.float64
+        dtype = xr.dtype if reduction == "none" else np.float64
+        loss = np.empty(rows, dtype=dtype)
+        lo = np.empty(rows, dtype=np.float64) if refine else None
+        stats = np.empty((rows, 2), dtype=np.float64)
+        args = (xr, sp.y, loss, *(() if lo is None else (lo,)), stats)
+        _run(sp.kernel, rows, n, *args)
+        value = _sparse_value(sp, loss, lo, reduction, count)
+        ctx.save_for_backward(x)  # autograd's check of in-place changes
+        ctx.sp = sp._replace(xr=None)  # the view is taken again in backward
+        ctx.stats, ctx.reduction, ctx.count = stats, reduction, count
+        return torch.from_numpy(np.asarray(value))
+
+    @staticmethod
+    def backward(ctx: Any, grad_out: torch.Tensor) -> tuple[Any, ...]:
+        (x,) = ctx.saved_tensors
+        sp: _Sparse = ctx.sp
+        if torch.is_grad_enabled():  # create_graph: a gradient with a graph
+            return _portable_grad(ctx, x, grad_out), None, None, None
+        xr = _rows(np, x.detach().numpy(), sp.a)
+        rows, n = xr.shape
+        go = grad_out.detach().to(torch.float64).numpy()
+        if ctx.reduction == "none":
+            scale = np.ascontiguousarray(np.broadcast_to(go, sp.expected).reshape(-1))
+        else:
+            c = float(go) * _mean_scale(ctx.reduction, ctx.count)
+            scale = np.full(rows, c, dtype=np.float64)
+        mods = _load()
+        assert mods is not None
+        grad = np.empty((rows, n), dtype=xr.dtype)
+        kernel = _kernel(mods, xr.dtype, "sparse_ce_bwd")
+        _run(kernel, rows, n, xr, sp.y, ctx.stats, scale, grad)
+        return torch.from_numpy(_grad_to_input(sp, grad)), None, None, None
+
+
+def _portable_grad(ctx: Any, x: torch.Tensor, grad_out: torch.Tensor) -> Any:
+    """The gradient through the portable path's torch autograd (differentiable)."""
+    from .._cross_entropy import _sparse
+
+    sp: _Sparse = ctx.sp
+    labels = torch.from_numpy(sp.y.reshape(sp.expected))  # -1: ignored
+    args = (sp.a, None, -1, None, 0.0, 0.0, None, 1.0, ctx.reduction, False, None)
+    value, _ = _sparse(x, labels, *args)
+    (g,) = torch.autograd.grad(value, x, grad_out, create_graph=True)
+    return g
+
+
+def sparse_ce(x: torch.Tensor, sp: _Sparse, reduction: str, count: float) -> Any:
+    """The loss of `x` (checked into `sp` on a detached view), differentiable."""
+    return _SparseCrossEntropy.apply(x, sp, reduction, count)  # type: ignore[no-untyped-call]
