@@ -8,6 +8,8 @@ with the signs of zeros (float64 always; float32 but for a rare one-ulp
 double rounding where the kernel's value is the correctly rounded one), on
 random and adversarial rows, every reduction, ``ignore_index``, class axis
 0 and -1, F-ordered and strided input; and the kernel ran (a call counter).
+Also: ``lk.grad.softmax_cross_entropy`` (dense labels, float32 logits), and
+the ``torch.autograd.Function`` of the sparse loss on tensors autograd tracks.
 """
 
 from __future__ import annotations
@@ -429,3 +431,114 @@ def test_torch_parameter_layouts_and_in_place() -> None:
         h.add_(1.0)  # changed after the forward: autograd refuses
     with pytest.raises(RuntimeError, match="modified by an inplace operation"):
         loss.backward()
+
+
+# -------------------------------------- dense labels (float32 logits only)
+
+dense_ce = lk.grad.softmax_cross_entropy
+
+
+def check_dense(x: np.ndarray, labels: Any, what: str = "", **kw: Any) -> None:
+    """The dense kernel ran and gave the portable path's loss and gradient."""
+    CALLS.clear()
+    with np.errstate(all="ignore"):
+        loss, g = dense_ce(x, labels, **kw)
+        assert CALLS == ["dense_ce_grad"], CALLS
+        p_loss, p_g = portable(dense_ce, x, labels, **kw)
+    assert type(loss) is type(p_loss)
+    assert g.shape == x.shape
+    assert g.dtype == x.dtype
+
+    def exact(i: int) -> Any:
+        x64 = x.astype(np.float64)
+        return lambda: portable(dense_ce, x64, labels, **kw)[i]
+
+    with np.errstate(all="ignore"):
+        assert_same(loss, p_loss, exact(0), f"dense loss {what} {kw}")
+        assert_same(g, p_g, exact(1), f"dense grad {what} {kw}")
+
+
+def _soft(shape: tuple[int, ...], axis: int = -1) -> np.ndarray:
+    return np.asarray(lk.softmax(RNG.standard_normal(shape) * 3, axis=axis))
+
+
+@pytest.mark.parametrize("scale", [1.0, 10.0, 100.0])
+@pytest.mark.parametrize("shape", [(64, 10), (50, 1000), (6, 4000), (2, 5, 7)])
+def test_dense_random(scale: float, shape: tuple[int, ...]) -> None:
+    x = (RNG.standard_normal(shape) * scale).astype(np.float32)
+    onehot = np.eye(shape[-1])[RNG.integers(0, shape[-1], shape[:-1])]
+    soft = _soft(shape)
+    for labels in [onehot, soft, soft.astype(np.float32), onehot.astype(np.int8)]:
+        for reduction in REDUCTIONS:
+            check_dense(x, labels, f"{shape} {labels.dtype}", reduction=reduction)
+    check_dense(x, onehot.astype(bool), "bool labels")
+
+
+def test_dense_parallel_rows() -> None:
+    x = (RNG.standard_normal((300, 4000)) * 8).astype(np.float32)
+    assert x.size >= _kernels._PARALLEL_MIN
+    check_dense(x, _soft(x.shape), "parallel", reduction="mean")
+
+
+def test_dense_adversarial() -> None:
+    """Special rows against one-hot labels on every position, and odd labels."""
+    x = _adversarial(np.float32)
+    n = x.shape[1]
+    for c in range(n):
+        labels = np.zeros(x.shape)
+        labels[:, c] = 1.0
+        check_dense(x, labels, f"one-hot {c}")
+    odd = _soft(x.shape)
+    odd[0] = 0.0  # no label mass at all
+    odd[1, 0] = np.nan
+    odd[2, 3] = np.inf
+    odd[3] = -odd[3]  # negative labels
+    odd[4, ::2] = 0.0
+    odd[5] = 1e30
+    odd[6] = -0.0
+    for reduction in REDUCTIONS:
+        check_dense(x, odd, "odd labels", reduction=reduction)
+        check_dense(x[7:], _soft(x[7:].shape), "soft", reduction=reduction)
+
+
+def test_dense_layouts() -> None:
+    base = (RNG.standard_normal((6, 40, 30)) * 4).astype(np.float32)
+    cases = [
+        (base[:, ::2, 1::3], 1),
+        (np.asfortranarray(base[0]), -1),
+        (np.asfortranarray(base[0]), 0),
+        (base, 0),
+        (base[..., ::-1], -1),
+        (base[0, 0], -1),
+    ]
+    for x, axis in cases:
+        labels = _soft(x.shape, axis)
+        for reduction in REDUCTIONS:
+            check_dense(x, labels, f"axis {axis}", axis=axis, reduction=reduction)
+        labels_f = np.asfortranarray(labels) if labels.ndim == 2 else labels
+        check_dense(x, labels_f, f"F-order labels, axis {axis}", axis=axis)
+
+
+def test_dense_what_keeps_the_portable_path() -> None:
+    x = RNG.standard_normal((4, 5))
+    y = _soft((4, 5))
+    x32 = x.astype(np.float32)
+    for args, kw in [
+        ((x, y), {}),  # float64: NumPy's pairwise label sums
+        ((x32, y), {"label_smoothing": 0.1}),
+        ((x32, y), {"where": np.ones((4, 5), bool)}),
+        ((x32, y), {"axis": (0, 1)}),
+        ((x32, y.tolist()), {}),
+    ]:
+        CALLS.clear()
+        loss, g = dense_ce(*args, **kw)
+        assert CALLS == []
+        p_loss, p_g = portable(dense_ce, *args, **kw)
+        assert np.array_equal(loss, p_loss)
+        assert np.array_equal(g, p_g)
+    for labels, kw in [(y[:, :4], {}), (y, {"reduction": "avg"}), (y + 0j, {})]:
+        with pytest.raises((ValueError, TypeError)) as port_err:
+            portable(dense_ce, x32, labels, **kw)
+        with pytest.raises(type(port_err.value)) as kern_err:
+            dense_ce(x32, labels, **kw)
+        assert str(kern_err.value) == str(port_err.value)

@@ -6,8 +6,9 @@
 
 The public functions of ``logitkit._softmax``, ``logitkit._cross_entropy``,
 ``logitkit._sigmoid`` and ``logitkit._sigmoid_losses`` (and
-``lk.grad.sparse_softmax_cross_entropy``: one fused kernel for the loss and
-its gradient) call the dispatchers here first. A dispatcher returns ``None`` when its input
+``lk.grad.sparse_softmax_cross_entropy`` and, for float32 logits,
+``lk.grad.softmax_cross_entropy``: one fused kernel for the loss and its
+gradient) call the dispatchers here first. A dispatcher returns ``None`` when its input
 does not qualify (not a float32/float64 array of NumPy, or of torch or JAX
 as below, an option other than the common ones, an empty axis, numba
 missing, kernels disabled), and the portable Array-API code then runs as
@@ -60,6 +61,7 @@ __all__ = [
     "sigmoid",
     "sigmoid_cross_entropy",
     "softmax",
+    "softmax_cross_entropy_grad",
     "softplus",
     "sparse_softmax_cross_entropy",
     "sparse_softmax_cross_entropy_grad",
@@ -593,6 +595,62 @@ def sparse_softmax_cross_entropy_grad(
     loss, lo, grad = _sparse_grad_rows(sp, scale, dtype)
     value = _sparse_value(sp, loss, lo, reduction, count)
     g = _grad_to_input(sp, grad)
+    if inp.back is None:
+        return value, g
+    return inp.back(np.asarray(value)), inp.back(g)
+
+
+def softmax_cross_entropy_grad(
+    logits: Any, labels: Any, axis: Any, reduction: str
+) -> tuple[Any, Any] | None:
+    """``lk.grad.softmax_cross_entropy`` (dense labels, no options), or None.
+
+    float32 logits only: the float64 path's per-row label sums are NumPy's
+    pairwise sums, whose order the kernel does not follow (float32 rounds
+    that difference away but for the rare double rounding). `labels` must
+    be a real array of the logits' shape and library.
+    """
+    if reduction not in ("none", "mean", "sum"):
+        return None
+    inp = _input(logits)
+    if inp is None:
+        return None
+    np, x = inp.np, inp.x
+    if x.dtype != np.float32:
+        return None
+    a = _class_axis(axis, x.ndim)
+    if a is None:
+        return None
+    if inp.back is None:
+        lab = labels if type(labels) is np.ndarray else None
+    else:
+        lab = _labels_view(labels, logits, kinds="fiub")
+    if lab is None or lab.shape != x.shape or lab.dtype.kind not in "fiub":
+        return None
+    mods = _load()
+    if mods is None:
+        return None
+    kernel = _kernel(mods, x.dtype, "dense_ce_grad")
+    if kernel is None:
+        return None
+    if lab.dtype not in (np.float32, np.float64) or not lab.dtype.isnative:
+        lab = lab.astype(np.float64)  # as the portable path's astype
+    xr, yr = _rows(np, x, a), _rows(np, lab, a)
+    rows, n = xr.shape
+    expected = tuple(s for i, s in enumerate(x.shape) if i != a)
+    dtype = x.dtype if reduction == "none" else np.float64
+    loss = _empty(np, rows, dtype, inp.aligned)
+    grad = _empty(np, (rows, n), x.dtype, inp.aligned)
+    scale = np.full(rows, 1.0 / rows if reduction == "mean" else 1.0)
+    _run(kernel, rows, n, xr, yr, scale, loss, grad)
+    value = loss.reshape(expected)
+    if reduction != "none":
+        h = _helpers()
+        count = np.asarray(float(rows))
+        xp = h.array_namespace(x)
+        value = h.reduce(value, reduction, out_dtype=x.dtype, count=count, xp=xp)
+    g = grad.reshape(*expected, n)
+    g = g if a == x.ndim - 1 else np.moveaxis(g, -1, a)
     if inp.back is None:
         return value, g
     return inp.back(np.asarray(value)), inp.back(g)

@@ -16,6 +16,9 @@ with ``m`` the row maximum, ``d_j = x_j - m`` (in float64),
   times a per-row scale; for torch autograd the same in two halves:
   ``sparse_ce_fwd`` (the loss and each row's ``m`` and ``S``) and
   ``sparse_ce_bwd`` (the gradient from those statistics),
+- the dense cross entropy and its gradient (``dense_ce_grad``):
+  ``sum_j y_j (L - d_j)`` (terms with ``y_j = 0`` left out) and
+  ``Y p_j - y_j``, ``(Y_rest - y_k S) / (1 + S)`` at ``k``, ``Y = sum_j y_j``,
 
 each rounded once to the output dtype. ``exp`` is a float64 polynomial
 (relative error ~1e-17 before its last rounding, about 1 ulp of float64 in
@@ -39,6 +42,8 @@ from numba import njit, prange
 from ._intrinsics import as_float, as_int, fma, maxnum32
 
 __all__ = [
+    "dense_ce_grad_parallel",
+    "dense_ce_grad_serial",
     "log_softmax_parallel",
     "log_softmax_serial",
     "logsumexp_parallel",
@@ -357,6 +362,64 @@ def _ce_bwd_row(
     _grad_write(grad, i, n, buf, s, _first_max(x, i, n, m), y, scale[i])
 
 
+@njit(**_KW)  # type: ignore[untyped-decorator]
+def _dense_ce_grad_row(
+    x: Any, lab: Any, scale: Any, out: Any, grad: Any, i: int, n: int, buf: Any
+) -> None:
+    """The dense cross entropy of row `i` and its gradient row.
+
+    `buf` ends up holding ``d_j`` (special rows) or ``exp(d_j)``; the loss
+    adds ``y_j (L - d_j)`` over ``y_j != 0`` (``0 log 0 = 0``), as
+    ``logitkit._cross_entropy._rows`` does.
+    """
+    m = _row_max(x, i, n)
+    special = True
+    s = 0.0
+    if math.isfinite(m):
+        s, t = _row_sum_store(x, i, n, m, buf)
+        s = s + (t - 1.0)
+        special = math.isnan(s)
+    nan_row = False
+    if special:
+        m, s, nan_row = _special(x, i, n, m, buf)
+    big = math.log1p(s)
+    loss = 0.0
+    for j in range(n):
+        y = np.float64(lab[i, j])
+        if y != 0.0:
+            if nan_row:
+                d = math.nan
+            elif special:
+                d = buf[j]
+            else:
+                d = np.float64(x[i, j]) - m
+            loss += y * (big - d)
+    out[i] = loss
+    if nan_row:
+        for j in range(n):
+            grad[i, j] = math.nan
+        return
+    if m == -math.inf:  # no valid entry: no gradient
+        for j in range(n):
+            grad[i, j] = 0.0
+        return
+    if special:  # exp(d_j): 1 for the +inf entries, 0 elsewhere
+        for j in range(n):
+            buf[j] = 1.0 if buf[j] == 0.0 else 0.0
+    k = _first_max(x, i, n, m)
+    y_rest = 0.0
+    for j in range(n):
+        if j != k:
+            y_rest += np.float64(lab[i, j])
+    y_k = np.float64(lab[i, k])
+    y_total = y_rest + y_k
+    c = scale[i]
+    den = 1.0 + s
+    for j in range(n):
+        grad[i, j] = (y_total * (buf[j] / den) - np.float64(lab[i, j])) * c
+    grad[i, k] = ((y_rest - y_k * s) / den) * c
+
+
 # Drivers: serial, and parallel over `nchunks` chunks of rows (one buffer each).
 
 
@@ -489,3 +552,24 @@ def sparse_ce_bwd_parallel(
         buf = np.empty(n, np.float64)
         for i in range(c * rows // nchunks, (c + 1) * rows // nchunks):
             _ce_bwd_row(x, labels, stats, scale, grad, i, n, buf)
+
+
+@njit(**_KW)  # type: ignore[untyped-decorator]
+def dense_ce_grad_serial(
+    x: Any, lab: Any, scale: Any, out: Any, grad: Any, _nchunks: int
+) -> None:
+    rows, n = x.shape
+    buf = np.empty(n, np.float64)
+    for i in range(rows):
+        _dense_ce_grad_row(x, lab, scale, out, grad, i, n, buf)
+
+
+@njit(parallel=True, **_KW)  # type: ignore[untyped-decorator]
+def dense_ce_grad_parallel(
+    x: Any, lab: Any, scale: Any, out: Any, grad: Any, nchunks: int
+) -> None:
+    rows, n = x.shape
+    for c in prange(nchunks):
+        buf = np.empty(n, np.float64)
+        for i in range(c * rows // nchunks, (c + 1) * rows // nchunks):
+            _dense_ce_grad_row(x, lab, scale, out, grad, i, n, buf)
