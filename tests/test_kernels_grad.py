@@ -14,6 +14,7 @@ the ``torch.autograd.Function`` of the sparse loss on tensors autograd tracks.
 
 from __future__ import annotations
 
+import warnings
 from collections.abc import Iterator
 from typing import Any
 
@@ -402,9 +403,16 @@ def test_torch_what_keeps_the_portable_path() -> None:
     ce(x, y, label_smoothing=0.1).sum().backward()
     ce(x, y.numpy()).sum().backward()  # NumPy labels for torch logits
     ce(x.to(torch.float16), y).sum().backward()
+    fwd_ad = torch.autograd.forward_ad
+    with warnings.catch_warnings(), fwd_ad.dual_level():  # forward mode: portable
+        warnings.simplefilter("ignore", DeprecationWarning)  # torch's jit decomps
+        tangent = torch.ones_like(x)
+        dual_loss = ce(fwd_ad.make_dual(x, tangent), y, reduction="sum")
+        jvp = fwd_ad.unpack_dual(dual_loss).tangent
     assert CALLS == []
     _, want = grad_ce(xn, y.numpy(), reduction="sum")
     np.testing.assert_allclose(g.numpy(), want, rtol=1e-13, atol=1e-16)
+    assert float(jvp.detach()) == pytest.approx(float(want.sum()), abs=1e-12)
 
 
 def test_torch_parameter_layouts_and_in_place() -> None:

@@ -517,7 +517,8 @@ def sparse_softmax_cross_entropy(
 
 
 def _torch_tracked(x: Any) -> bool:
-    """A CPU float tensor autograd tracks, outside ``torch.compile`` and ``torch.func``."""
+    """A CPU float tensor autograd tracks (reverse mode), outside ``torch.compile``
+    and ``torch.func``."""
     import torch
 
     if type(x) is not torch.Tensor and type(x) is not torch.nn.Parameter:
@@ -528,6 +529,9 @@ def _torch_tracked(x: Any) -> bool:
         return False
     if torch.compiler.is_compiling():
         return False
+    dual = torch.autograd.forward_ad.unpack_dual(x)  # type: ignore[no-untyped-call]
+    if dual.tangent is not None:
+        return False  # forward-mode AD: the portable path has a jvp
     active = getattr(torch._C, "_are_functorch_transforms_active", None)
     return active is not None and not active()
 
