@@ -439,6 +439,12 @@ def test_torch_parameter_layouts_and_in_place() -> None:
         h.add_(1.0)  # changed after the forward: autograd refuses
     with pytest.raises(RuntimeError, match="modified by an inplace operation"):
         loss.backward()
+    labels = y.clone()
+    loss = lk.sparse_softmax_cross_entropy(w, labels, axis=0, reduction="sum")
+    labels.fill_(0)  # the caller reuses its labels buffer before the backward
+    loss.backward()
+    _, want = grad_ce(base.numpy(), y.numpy(), axis=0, reduction="sum")
+    assert np.array_equal(w.grad.numpy(), want)
 
 
 # -------------------------------------- dense labels (float32 logits only)

@@ -53,7 +53,9 @@ class _SparseCrossEntropy(torch.autograd.Function):
         _run(sp.kernel, rows, n, *args)
         value = _sparse_value(sp, loss, lo, reduction, count)
         ctx.save_for_backward(x)  # autograd's check of in-place changes
-        ctx.sp = sp._replace(xr=None)  # the view is taken again in backward
+        # The logits' view is taken again in backward; the labels may be a
+        # view of the caller's tensor, which may change before the backward.
+        ctx.sp = sp._replace(xr=None, y=sp.y.copy())
         ctx.stats, ctx.reduction, ctx.count = stats, reduction, count
         return torch.from_numpy(np.asarray(value))
 
