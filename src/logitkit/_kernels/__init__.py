@@ -517,8 +517,7 @@ def sparse_softmax_cross_entropy(
 
 
 def _torch_tracked(x: Any) -> bool:
-    """A CPU float tensor autograd tracks (reverse mode), outside ``torch.compile``
-    and ``torch.func``."""
+    """A CPU float tensor under reverse-mode autograd, not compiled or transformed."""
     import torch
 
     if type(x) is not torch.Tensor and type(x) is not torch.nn.Parameter:
