@@ -33,17 +33,39 @@ DIFFS: list[str] = []  # differences seen (reported at the end of the module)
 CALLS: list[str] = []
 
 
-@pytest.fixture(autouse=True)
-def _kernels_on(monkeypatch: pytest.MonkeyPatch) -> None:
+def record_kernel_calls(
+    monkeypatch: pytest.MonkeyPatch,
+    calls: list[str],
+    outs: list[Any] | None = None,
+    *,
+    suffix: bool = False,
+) -> None:
+    """Turn the kernels on and record each kernel run in `calls` (cleared).
+
+    A run is recorded by the kernel's name without ``_serial``/``_parallel``
+    (with it if `suffix`), and its arguments in `outs` when given (the arrays
+    the kernel wrote). The test modules of the kernels share this fixture body.
+    """
     monkeypatch.delenv("LOGITKIT_DISABLE_KERNELS", raising=False)
     assert _kernels.available()
     run = _kernels._run
+    calls.clear()
+    if outs is not None:
+        outs.clear()
 
     def counting(kernels: Any, *args: Any) -> None:
-        CALLS.append(kernels[0].__name__)
+        name = kernels[0].__name__
+        calls.append(name if suffix else name.rsplit("_", 1)[0])
+        if outs is not None:
+            outs.append(args)
         run(kernels, *args)
 
     monkeypatch.setattr(_kernels, "_run", counting)
+
+
+@pytest.fixture(autouse=True)
+def _kernels_on(monkeypatch: pytest.MonkeyPatch) -> None:
+    record_kernel_calls(monkeypatch, CALLS, suffix=True)
 
 
 def portable(fn: Callable[..., Any], *args: Any, **kwargs: Any) -> Any:

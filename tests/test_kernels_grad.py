@@ -15,7 +15,6 @@ the ``torch.autograd.Function`` of the sparse loss on tensors autograd tracks.
 from __future__ import annotations
 
 import warnings
-from collections.abc import Iterator
 from typing import Any
 
 import numpy as np
@@ -24,7 +23,7 @@ import pytest
 import logitkit as lk
 from logitkit import _kernels
 from test_kernels import _adversarial as _forward_adversarial
-from test_kernels import assert_same, portable
+from test_kernels import assert_same, portable, record_kernel_calls
 
 pytest.importorskip("numba")
 
@@ -36,18 +35,8 @@ grad_ce = lk.grad.sparse_softmax_cross_entropy
 
 
 @pytest.fixture(autouse=True)
-def _count_kernels(monkeypatch: pytest.MonkeyPatch) -> Iterator[None]:
-    monkeypatch.delenv("LOGITKIT_DISABLE_KERNELS", raising=False)
-    assert _kernels.available()
-    run = _kernels._run
-    CALLS.clear()
-
-    def counting(kernels: Any, *args: Any) -> None:
-        CALLS.append(kernels[0].__name__.rsplit("_", 1)[0])
-        run(kernels, *args)
-
-    monkeypatch.setattr(_kernels, "_run", counting)
-    return
+def _count_kernels(monkeypatch: pytest.MonkeyPatch) -> None:
+    record_kernel_calls(monkeypatch, CALLS)
 
 
 def check(x: np.ndarray, labels: Any, what: str = "", **kw: Any) -> None:

@@ -17,8 +17,7 @@ import numpy as np
 import pytest
 
 import logitkit as lk
-from logitkit import _kernels
-from test_kernels import assert_same, portable
+from test_kernels import assert_same, portable, record_kernel_calls
 
 pytest.importorskip("numba")
 
@@ -30,16 +29,7 @@ ACTIVATIONS = [lk.sigmoid, lk.log_sigmoid, lk.softplus]
 
 @pytest.fixture(autouse=True)
 def _count_kernels(monkeypatch: pytest.MonkeyPatch) -> None:
-    monkeypatch.delenv("LOGITKIT_DISABLE_KERNELS", raising=False)
-    assert _kernels.available()
-    run = _kernels._run
-    CALLS.clear()
-
-    def counting(kernels: Any, *args: Any) -> None:
-        CALLS.append(kernels[0].__name__.rsplit("_", 1)[0])
-        run(kernels, *args)
-
-    monkeypatch.setattr(_kernels, "_run", counting)
+    record_kernel_calls(monkeypatch, CALLS)
 
 
 def _exact64(fn: Callable[..., Any], *args: Any, **kw: Any) -> Callable[[], Any]:

@@ -21,13 +21,13 @@ from typing import Any
 import numpy as np
 import torch
 
+from .. import _kernels  # _kernels._run looked up per call (tests wrap it)
 from . import (
     _grad_to_input,
     _kernel,
     _load,
     _mean_scale,
     _rows,
-    _run,
     _Sparse,
     _sparse_value,
 )
@@ -50,7 +50,7 @@ class _SparseCrossEntropy(torch.autograd.Function):
         lo = np.empty(rows, dtype=np.float64) if refine else None
         stats = np.empty((rows, 2), dtype=np.float64)
         args = (xr, sp.y, loss, *(() if lo is None else (lo,)), stats)
-        _run(sp.kernel, rows, n, *args)
+        _kernels._run(sp.kernel, rows, n, *args)
         value = _sparse_value(sp, loss, lo, reduction, count)
         ctx.save_for_backward(x)  # autograd's check of in-place changes
         # The logits' view is taken again in backward; the labels may be a
@@ -77,7 +77,7 @@ class _SparseCrossEntropy(torch.autograd.Function):
         assert mods is not None
         grad = np.empty((rows, n), dtype=xr.dtype)
         kernel = _kernel(mods, xr.dtype, "sparse_ce_bwd")
-        _run(kernel, rows, n, xr, sp.y, ctx.stats, scale, grad)
+        _kernels._run(kernel, rows, n, xr, sp.y, ctx.stats, scale, grad)
         return torch.from_numpy(_grad_to_input(sp, grad)), None, None, None
 
 
