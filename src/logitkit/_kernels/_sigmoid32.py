@@ -43,6 +43,8 @@ __all__ = [
     "log_sigmoid_serial",
     "sigmoid_ce_parallel",
     "sigmoid_ce_serial",
+    "sigmoid_ce_sum_acc_parallel",
+    "sigmoid_ce_sum_acc_serial",
     "sigmoid_ce_sum_parallel",
     "sigmoid_ce_sum_serial",
     "sigmoid_parallel",
@@ -206,14 +208,15 @@ def _acc(s: float, c: float, v: float) -> tuple[float, float]:
 
 
 @njit(**_KW)  # type: ignore[untyped-decorator]
-def _sum_range(x: Any, y: Any, start: int, stop: int, buf: Any) -> tuple[float, float]:
-    """The losses of ``[start, stop)`` added as a compensated sum ``(s, c)``.
+def _sum_blocks(x: Any, y: Any, start: int, stop: int, buf: Any, acc: Any) -> None:
+    """Add the losses of ``[start, stop)`` to the accumulators ``acc`` (8).
 
-    Four interleaved TwoSum accumulators (a single one is a chain of
-    dependent additions), merged at the end.
+    ``acc`` holds ``s0..s3, c0..c3`` of :func:`_sum_range`: a range cut at
+    multiples of ``_BLOCK`` from its start and added piece by piece gives
+    the accumulators of the whole range, bit for bit.
     """
-    s0 = s1 = s2 = s3 = 0.0
-    c0 = c1 = c2 = c3 = 0.0
+    s0, s1, s2, s3 = acc[0], acc[1], acc[2], acc[3]
+    c0, c1, c2, c3 = acc[4], acc[5], acc[6], acc[7]
     for b in range(start, stop, _BLOCK):
         m = min(_BLOCK, stop - b)
         for j in range(m):
@@ -228,9 +231,28 @@ def _sum_range(x: Any, y: Any, start: int, stop: int, buf: Any) -> tuple[float, 
         while j < m:
             s0, c0 = _acc(s0, c0, buf[j])
             j += 1
-    s, c = _acc(s0, c0 + c1, s1)
-    s, c = _acc(s, c + c2, s2)
-    return _acc(s, c + c3, s3)
+    acc[0], acc[1], acc[2], acc[3] = s0, s1, s2, s3
+    acc[4], acc[5], acc[6], acc[7] = c0, c1, c2, c3
+
+
+@njit(inline="always", **_KW)  # type: ignore[untyped-decorator]
+def _merge(acc: Any) -> tuple[float, float]:
+    """The compensated sum ``(s, c)`` of the accumulators of :func:`_sum_blocks`."""
+    s, c = _acc(acc[0], acc[4] + acc[5], acc[1])
+    s, c = _acc(s, c + acc[6], acc[2])
+    return _acc(s, c + acc[7], acc[3])
+
+
+@njit(**_KW)  # type: ignore[untyped-decorator]
+def _sum_range(x: Any, y: Any, start: int, stop: int, buf: Any) -> tuple[float, float]:
+    """The losses of ``[start, stop)`` added as a compensated sum ``(s, c)``.
+
+    Four interleaved TwoSum accumulators (a single one is a chain of
+    dependent additions), merged at the end.
+    """
+    acc = np.zeros(8, np.float64)
+    _sum_blocks(x, y, start, stop, buf, acc)
+    return _merge(acc)
 
 
 @njit(**_KW)  # type: ignore[untyped-decorator]
@@ -246,5 +268,33 @@ def sigmoid_ce_sum_parallel(x: Any, y: Any, part: Any, nchunks: int) -> None:
     for ch in prange(nchunks):
         buf = np.empty(_BLOCK, np.float64)
         s, c = _sum_range(x, y, ch * n // nchunks, (ch + 1) * n // nchunks, buf)
+        part[ch, 0] = s
+        part[ch, 1] = c
+
+
+# Per-chunk segments (``sigmoid_ce_sum_acc``): row ``ch`` of `x` and `y`
+# holds the next ``lens[ch]`` elements of chunk ``ch`` (a multiple of
+# ``_BLOCK`` but for the chunk's last); ``acc[ch]`` carries that chunk's
+# accumulators across calls and ``part[ch]`` receives its (s, c) so far.
+
+
+@njit(**_KW)  # type: ignore[untyped-decorator]
+def sigmoid_ce_sum_acc_serial(
+    x: Any, y: Any, lens: Any, acc: Any, part: Any, _nchunks: int
+) -> None:
+    buf = np.empty(_BLOCK, np.float64)
+    for ch in range(x.shape[0]):
+        _sum_blocks(x[ch], y[ch], 0, lens[ch], buf, acc[ch])
+        part[ch, 0], part[ch, 1] = _merge(acc[ch])
+
+
+@njit(parallel=True, **_KW)  # type: ignore[untyped-decorator]
+def sigmoid_ce_sum_acc_parallel(
+    x: Any, y: Any, lens: Any, acc: Any, part: Any, nchunks: int
+) -> None:
+    for ch in prange(nchunks):
+        buf = np.empty(_BLOCK, np.float64)
+        _sum_blocks(x[ch], y[ch], 0, lens[ch], buf, acc[ch])
+        s, c = _merge(acc[ch])
         part[ch, 0] = s
         part[ch, 1] = c
