@@ -384,3 +384,135 @@ def test_float_axes_are_refused_as_by_the_portable_path() -> None:
     x = np.ones((2, 3), dtype=np.float32)
     with pytest.raises(TypeError, match="tuple of ints"):
         lk.logsumexp(x, axis=(0.0, 1.0))
+
+
+# ---------------------------------------------- panels of rows (issue 5)
+#
+# An input that is not C-contiguous with the classes last (axis 0, x.T,
+# strided, a middle class axis) and an ``out=`` of another layout are copied
+# (written back) a panel of rows at a time (``_kernels._PANEL_BYTES``), never
+# as a whole. The panel size is made a few rows here: each result must be
+# the portable path's, and bit for bit the kernel's on a C-contiguous copy
+# with the classes last (what ran before panels, in one call).
+
+
+def _panel_cases(dtype: Any) -> list[tuple[np.ndarray, int, str]]:
+    base = (RNG.standard_normal((6, 40, 30)) * 4).astype(dtype)
+    m = base[0]
+    return [
+        (base, 0, "axis 0"),
+        (base, 1, "middle axis"),
+        (base[:, ::2, 1::3], 1, "strided, middle axis"),
+        (base[:, 1::3, ::2], -1, "strided, last axis"),
+        (m.T, -1, "x.T"),
+        (m, 0, "axis 0, 2-d"),
+        (m[::-1, ::2], 0, "reversed, axis 0"),
+        (np.asfortranarray(base), 2, "F-order 3-d"),
+    ]
+
+
+def _contiguous(
+    fn: Callable[..., Any], x: np.ndarray, axis: int, *args: Any, **kw: Any
+) -> Any:
+    """`fn` of the C-contiguous copy of `x` with the classes last."""
+    xc = np.ascontiguousarray(np.moveaxis(x, axis, -1))
+    return fn(xc, *args, axis=-1, **kw)
+
+
+@pytest.mark.parametrize("dtype", DTYPES)
+def test_panels_of_rows(dtype: Any, monkeypatch: pytest.MonkeyPatch) -> None:
+    for x, axis, what in _panel_cases(dtype):
+        n = x.shape[axis]
+        monkeypatch.setattr(_kernels, "_PANEL_BYTES", 3 * n * x.itemsize)
+        rows = x.size // n
+        for fn in (lk.softmax, lk.log_softmax):
+            CALLS.clear()
+            k = fn(x, axis=axis)
+            assert len(CALLS) == -(-rows // 3) > 1, (what, CALLS)
+            want = np.moveaxis(_contiguous(fn, x, axis), -1, axis)
+            assert np.array_equal(k, want), what
+            assert_same(k, portable(fn, x, axis=axis), what=f"{fn.__name__} {what}")
+            for order in ("C", "F"):
+                out = np.full(x.shape, np.nan, dtype=dtype, order=order)
+                assert fn(x, axis=axis, out=out) is out
+                assert np.array_equal(out, want), (what, order)
+            big = np.full((*x.shape[:-1], 2 * x.shape[-1]), np.nan, dtype=dtype)
+            out = big[..., ::2]  # strided out=
+            assert fn(x, axis=axis, out=out) is out
+            assert np.array_equal(out, want), what
+            assert np.isnan(big[..., 1::2]).all()
+        want = _contiguous(lk.logsumexp, x, axis)
+        for keepdims in (False, True):
+            CALLS.clear()
+            k = lk.logsumexp(x, axis=axis, keepdims=keepdims)
+            assert len(CALLS) > 1, (what, CALLS)
+            w = np.expand_dims(want, axis) if keepdims else want
+            assert np.array_equal(k, w), what
+            p = portable(lk.logsumexp, x, axis=axis, keepdims=keepdims)
+            assert_same(k, p, what=f"logsumexp {what}")
+
+
+@pytest.mark.parametrize("dtype", DTYPES)
+@pytest.mark.parametrize("reduction", ["none", "mean", "sum"])
+def test_panels_sparse_ce(
+    dtype: Any, reduction: str, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    ce = lk.sparse_softmax_cross_entropy
+    for x, axis, what in _panel_cases(dtype):
+        n = x.shape[axis]
+        monkeypatch.setattr(_kernels, "_PANEL_BYTES", 4 * n * x.itemsize)
+        labels = RNG.integers(0, n, size=tuple(np.delete(x.shape, axis % x.ndim)))
+        labels[..., ::5] = -100
+        for kw in ({}, {"ignore_index": -100}):
+            y = labels if kw else np.abs(labels) % n
+            CALLS.clear()
+            k = ce(x, y, axis=axis, reduction=reduction, **kw)
+            assert y.size > 4
+            assert ["sparse_ce_serial"] * -(-y.size // 4) == CALLS, what
+            want = _contiguous(ce, x, axis, y, reduction=reduction, **kw)
+            assert type(k) is type(want)
+            assert np.array_equal(k, want), what
+            p = portable(ce, x, y, axis=axis, reduction=reduction, **kw)
+            assert_same(k, p, what=f"ce {what} {kw}")
+
+
+def test_panels_parallel_kernel(monkeypatch: pytest.MonkeyPatch) -> None:
+    """Panels large enough for the parallel kernel, rows split unevenly."""
+    x = (RNG.standard_normal((37, 1000)) * 5).astype(np.float32).T  # 1000 rows
+    monkeypatch.setattr(_kernels, "_PANEL_BYTES", 300 * 37 * 4)
+    monkeypatch.setattr(_kernels, "_PARALLEL_MIN", 5000)
+    run, rows = _kernels._run, []
+
+    def counting(kernels: Any, r: int, n: int, *args: Any) -> None:
+        rows.append(r)
+        run(kernels, r, n, *args)
+
+    monkeypatch.setattr(_kernels, "_run", counting)
+    k = lk.log_softmax(x)
+    assert rows == [300, 300, 300, 100]  # parallel kernels, then a serial one
+    assert np.array_equal(k, _contiguous(lk.log_softmax, x, -1))
+
+
+def test_panels_bound_the_extra_memory(monkeypatch: pytest.MonkeyPatch) -> None:
+    """No copy of the input: NumPy's allocations (tracemalloc) stay at panels."""
+    import tracemalloc
+
+    x = RNG.standard_normal((2048, 4096)).astype(np.float32)  # 32 MiB
+    out = np.empty_like(x.T)
+    y0 = RNG.integers(0, 2048, 4096)
+    monkeypatch.setattr(_kernels, "_PANEL_BYTES", 1 << 20)
+    calls = [
+        lambda: lk.softmax(x, axis=0, out=out.T),
+        lambda: lk.log_softmax(x.T, out=out),
+        lambda: lk.logsumexp(x, axis=0),
+        lambda: lk.sparse_softmax_cross_entropy(x, y0, axis=0, reduction="mean"),
+    ]
+    for call in calls:
+        call()  # compiled and warm
+        tracemalloc.start()
+        try:
+            call()
+            peak = tracemalloc.get_traced_memory()[1]
+        finally:
+            tracemalloc.stop()
+        assert peak < x.nbytes // 8, peak

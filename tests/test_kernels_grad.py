@@ -545,3 +545,102 @@ def test_dense_what_keeps_the_portable_path() -> None:
         with pytest.raises(type(port_err.value)) as kern_err:
             dense_ce(x32, labels, **kw)
         assert str(kern_err.value) == str(port_err.value)
+
+
+# ---------------------------------------------- panels of rows (issue 5)
+
+
+def _panel_cases(dtype: Any) -> list[tuple[np.ndarray, int]]:
+    base = (RNG.standard_normal((6, 40, 30)) * 4).astype(dtype)
+    return [
+        (base, 0),
+        (base, 1),
+        (base[:, ::2, 1::3], 1),
+        (base[0].T, -1),
+        (base[0][::-1, ::2], 0),
+        (np.asfortranarray(base), 2),
+    ]
+
+
+def _one_pass(fn: Any, x: np.ndarray, labels: Any, axis: int, **kw: Any) -> Any:
+    """`fn` on the C-contiguous copy of `x` (and `labels`), the classes last."""
+    xc = np.ascontiguousarray(np.moveaxis(x, axis, -1))
+    if labels.shape == x.shape:
+        labels = np.ascontiguousarray(np.moveaxis(labels, axis, -1))
+    loss, g = fn(xc, labels, axis=-1, **kw)
+    return loss, np.moveaxis(g, -1, axis)
+
+
+@pytest.mark.parametrize("dtype", DTYPES)
+@pytest.mark.parametrize("reduction", REDUCTIONS)
+def test_panels_sparse_grad(
+    dtype: Any, reduction: str, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    for x, axis in _panel_cases(dtype):
+        n = x.shape[axis]
+        monkeypatch.setattr(_kernels, "_PANEL_BYTES", 3 * n * x.itemsize)
+        y = _labels(x, axis)
+        y[..., ::4] = -1
+        kw = {"axis": axis, "reduction": reduction, "ignore_index": -1}
+        CALLS.clear()
+        with np.errstate(all="ignore"):
+            loss, g = grad_ce(x, y, **kw)
+        assert ["sparse_ce_grad"] * -(-y.size // 3) == CALLS, (axis, x.strides)
+        want_loss, want_g = _one_pass(grad_ce, x, y, **kw)
+        assert type(loss) is type(want_loss)
+        assert np.array_equal(loss, want_loss)
+        assert np.array_equal(g, want_g)
+        assert g.shape == x.shape
+        monkeypatch.setattr(_kernels, "_PANEL_BYTES", 16 << 20)
+        check(x, y, f"axis {axis}", **kw)  # against the portable path
+
+
+@pytest.mark.parametrize("reduction", REDUCTIONS)
+def test_panels_dense_grad(reduction: str, monkeypatch: pytest.MonkeyPatch) -> None:
+    for x, axis in _panel_cases(np.float32):
+        n = x.shape[axis]
+        monkeypatch.setattr(_kernels, "_PANEL_BYTES", 3 * n * 8)
+        onehot = np.moveaxis(np.eye(n)[_labels(x, axis)], -1, axis)
+        for labels in (_soft(x.shape, axis), onehot.astype(np.int8), onehot > 0):
+            CALLS.clear()
+            loss, g = dense_ce(x, labels, axis=axis, reduction=reduction)
+            assert len(CALLS) > 1
+            want = _one_pass(
+                dense_ce, x, labels.astype(np.float64), axis, reduction=reduction
+            )
+            assert type(loss) is type(want[0])
+            assert np.array_equal(loss, want[0])
+            assert np.array_equal(g, want[1])
+            p_loss, p_g = portable(dense_ce, x, labels, axis=axis, reduction=reduction)
+            assert_same(loss, p_loss, what=f"dense loss panels {axis}")
+            assert_same(g, p_g, what=f"dense grad panels {axis}")
+
+
+@pytest.mark.parametrize("dtype", DTYPES)
+def test_panels_torch_autograd(dtype: Any, monkeypatch: pytest.MonkeyPatch) -> None:
+    torch = _torch()
+    base = (RNG.standard_normal((6, 40, 30)) * 4).astype(dtype)
+    views: list[tuple[Any, int]] = [
+        (lambda t: t, 0),
+        (lambda t: t, 1),
+        (lambda t: t[:, ::2, 1::3], 1),
+        (lambda t: t[0].T, -1),
+        (lambda t: t.permute(2, 1, 0), 0),
+    ]
+    for view, axis in views:
+        leaf = torch.from_numpy(base.copy()).requires_grad_()
+        tx = view(leaf)
+        x = tx.detach().numpy()
+        n = x.shape[axis]
+        monkeypatch.setattr(_kernels, "_PANEL_BYTES", 3 * n * x.itemsize)
+        y = _labels(x, axis)
+        CALLS.clear()
+        loss = lk.sparse_softmax_cross_entropy(tx, torch.from_numpy(y), axis=axis)
+        loss.sum().backward()
+        panels = -(-y.size // 3)
+        assert ["sparse_ce_fwd"] * panels + ["sparse_ce_bwd"] * panels == CALLS
+        want_loss, want_g = _one_pass(grad_ce, x, y, axis, reduction="none")
+        assert np.array_equal(loss.detach().numpy(), want_loss)
+        expected = torch.zeros_like(leaf)
+        view(expected).copy_(torch.from_numpy(want_g))
+        assert np.array_equal(leaf.grad.numpy(), expected.numpy())

@@ -17,6 +17,7 @@ import numpy as np
 import pytest
 
 import logitkit as lk
+from logitkit import _kernels
 from test_kernels import assert_same, portable, record_kernel_calls
 
 pytest.importorskip("numba")
@@ -267,3 +268,129 @@ def test_torch_and_jax(lib: str, dtype: Any) -> None:
             normal = ~(np.abs(kn) < np.finfo(dtype).tiny)
             k_np, pp = k_np[normal], pp[normal]
         assert_same(k_np + 0.0, pp, what=f"{lib} {fn.__name__}")
+
+
+# ---------------------------------------------- panels (issue 5)
+#
+# Inputs, labels and ``out=`` arrays whose flat views are not free are
+# copied (written back) a panel at a time (``_kernels._PANEL_BYTES``, made
+# tiny here); the sums add the chunks of the one-pass kernel segment by
+# segment. Each result must be the portable path's, and bit for bit what
+# the one-pass kernels give on contiguous copies (float64 labels for
+# integer ones: the portable path's astype).
+
+
+def _one_pass(fn: Callable[..., Any], x: np.ndarray, *rest: Any, **kw: Any) -> Any:
+    """`fn` on C-contiguous copies in `x`'s flat order (as before panels)."""
+    f = x.flags.f_contiguous and not x.flags.c_contiguous
+    args = [np.ascontiguousarray(a.T if f else a) for a in (x, *rest)]
+    for i, a in enumerate(args[1:], 1):
+        if a.dtype not in (np.float32, np.float64) or not a.dtype.isnative:
+            args[i] = a.astype(np.float64)
+    with np.errstate(all="ignore"):
+        r = fn(*args, **kw)
+    return r.T if f and np.ndim(r) else r
+
+
+def _same_bits(a: Any, b: Any) -> bool:
+    a, b = np.asarray(a), np.asarray(b)
+    return a.dtype == b.dtype and a.tobytes() == b.tobytes()
+
+
+@pytest.mark.parametrize("dtype", DTYPES)
+@pytest.mark.parametrize("fn", ACTIVATIONS, ids=lambda f: f.__name__)
+def test_panels_elementwise(
+    dtype: Any, fn: Callable[..., Any], monkeypatch: pytest.MonkeyPatch
+) -> None:
+    monkeypatch.setattr(_kernels, "_PANEL_BYTES", 1000)
+    x = _random(dtype, 12_000).reshape(60, 200)
+    for xx in (x.T, x[::2, 1::3], x[::-1], np.asfortranarray(x), x.T[None]):
+        CALLS.clear()
+        k = fn(xx)
+        copied = not (xx.flags.c_contiguous or xx.flags.f_contiguous)
+        assert len(CALLS) > 1 if copied else [fn.__name__] == CALLS
+        want = _one_pass(fn, xx)
+        assert _same_bits(k, want)
+        assert_same(k, portable(fn, xx))
+        big = np.full((*xx.shape[:-1], 2 * xx.shape[-1]), np.nan, dtype=dtype)
+        for out in (np.empty_like(xx, order="C"), np.empty_like(xx, order="F")):
+            CALLS.clear()
+            assert fn(xx, out=out) is out
+            assert _same_bits(np.ascontiguousarray(out), np.ascontiguousarray(want))
+        out = big[..., ::2]
+        assert fn(xx, out=out) is out
+        assert np.array_equal(out, want)
+        assert np.isnan(big[..., 1::2]).all()
+
+
+@pytest.mark.parametrize("dtype", DTYPES)
+@pytest.mark.parametrize("reduction", ["none", "mean", "sum"])
+@pytest.mark.parametrize("parallel", [False, True])
+def test_panels_sigmoid_cross_entropy(
+    dtype: Any, reduction: str, parallel: bool, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    monkeypatch.setattr(_kernels, "_PANEL_BYTES", 2048)
+    if parallel:  # several chunks of the one-pass sum, each in segments
+        monkeypatch.setattr(_kernels, "_PARALLEL_MIN", 1000)
+    ce = lk.sigmoid_cross_entropy
+    x = _random(dtype, 12_000).reshape(60, 200)
+    y = _labels(x.shape, dtype)
+    hard = y > 0.5
+    cases = [
+        (x.T, np.ascontiguousarray(y.T)),
+        (x, np.asfortranarray(y)),
+        (x[::2, 1::3], y[::2, 1::3]),
+        (np.asfortranarray(x), y),
+        (x, hard),
+        (x, hard.astype(np.int8)),
+        (x, hard.astype(np.int64)),
+        (x, hard.astype(np.uint8)),
+        (x.T, hard.T),
+        (x, hard.astype(">i8")),
+        (x, y.astype(np.float16)),
+        (x.T, y.astype(np.float32).T),
+    ]
+    for xx, yy in cases:
+        what = f"{xx.strides} {yy.dtype} {yy.strides}"
+        CALLS.clear()
+        k = ce(xx, yy, reduction=reduction)
+        assert CALLS, what
+        assert _same_bits(k, _one_pass(ce, xx, yy, reduction=reduction)), what
+        exact = _exact64(ce, xx, yy, reduction=reduction)
+        p = portable(ce, xx, yy, reduction=reduction)
+        assert type(k) is type(p)
+        assert_same(k, p, exact if dtype == np.float32 else None, what)
+    x2 = x.T.copy(order="C").T  # F-ordered, labels C: the segmented sum
+    x2[3, 7] = -np.inf  # an infinite loss: the losses stored, then reduced
+    with np.errstate(all="ignore"):
+        k = ce(x2, hard, reduction=reduction)
+        assert_same(k, portable(ce, x2, hard, reduction=reduction))
+    assert _same_bits(k, _one_pass(ce, x2, hard, reduction=reduction))
+
+
+def test_panels_bound_the_extra_memory(monkeypatch: pytest.MonkeyPatch) -> None:
+    """No copy of the input or the labels (tracemalloc sees NumPy's allocations)."""
+    import tracemalloc
+
+    x = RNG.standard_normal((2048, 4096)).astype(np.float32)  # 32 MiB
+    hard = RNG.random((4096, 2048)) > 0.5
+    hard_f = hard.T.astype(np.int8)  # F-ordered, as hard.T
+    hard_c = np.ascontiguousarray(hard_f)
+    out = np.empty_like(x.T)
+    monkeypatch.setattr(_kernels, "_PANEL_BYTES", 1 << 20)
+    calls = [
+        lambda: lk.sigmoid(x.T, out=out),
+        lambda: lk.sigmoid_cross_entropy(x.T, hard, reduction="mean"),
+        lambda: lk.sigmoid_cross_entropy(x, hard.T, reduction="sum"),
+        lambda: lk.sigmoid_cross_entropy(x, hard_f, reduction="sum"),
+        lambda: lk.sigmoid_cross_entropy(x, hard_c, reduction="mean"),
+    ]
+    for i, call in enumerate(calls):
+        call()  # compiled and warm
+        tracemalloc.start()
+        try:
+            call()
+            peak = tracemalloc.get_traced_memory()[1]
+        finally:
+            tracemalloc.stop()
+        assert peak < x.nbytes // 8, (i, peak)

@@ -30,6 +30,15 @@ the portable path. Where a kernel runs, it
 gives the portable path's values and special values, bit for bit but for the
 rare double roundings both are exposed to (see ``docs/performance.md``).
 
+The kernels take C-contiguous (rows, classes) arrays (1-D ones for the
+sigmoid family). An input of another layout (a class axis other than the
+last, ``x.T``, a strided view), labels of another layout or a non-float
+dtype, and an ``out=`` the kernel cannot write directly are copied (or
+written back) a panel of rows at a time (``_PANEL_BYTES``, 16 MiB), never
+as a whole: the extra memory is bounded whatever the input's size, and the
+values are those of one pass (each row, each element, is computed on its
+own; the sums of the sigmoid cross entropy keep their chunks).
+
 Nothing is imported here at ``import logitkit``: numba and the kernels are
 loaded on the first qualifying call.
 
@@ -242,12 +251,127 @@ def _class_axis(axis: Any, ndim: int) -> int | None:
     return axis % ndim
 
 
-def _rows(np: Any, x: Any, axis: int) -> Any:
-    """`x` as a C-contiguous (rows, classes) array, classes from `axis`."""
-    if axis != x.ndim - 1:
-        x = np.moveaxis(x, axis, -1)
-    x = np.ascontiguousarray(x)
-    return x.reshape(-1, x.shape[-1])
+def _last(np: Any, x: Any, axis: int) -> Any:
+    """A view of `x` with the class axis `axis` last: (*rows, classes)."""
+    return x if axis == x.ndim - 1 else np.moveaxis(x, axis, -1)
+
+
+# Inputs (and ``out=`` arrays) that are not C-contiguous with the classes
+# last are copied (or written back) a panel of rows at a time: at most this
+# many bytes of copies per panel (all of a call's together), a bounded extra
+# memory whatever the input's size.
+_PANEL_BYTES = 16 << 20
+
+
+class _View(NamedTuple):
+    """An array of the input's layout that a kernel reads (or writes) by panels."""
+
+    v: Any  # (*rows, n) view, the classes last (n = 1 for elementwise kernels)
+    dtype: Any  # the dtype the kernel gets (a panel's copy is converted)
+    tail: tuple[int, ...]  # (n,), or () for the elementwise (1-D) kernels
+    write: bool  # an output: each panel written back after the kernel
+
+
+def _view(
+    np: Any, v: Any, dtype: Any = None, *, flat: bool = False, write: bool = False
+) -> Any:
+    """`v` (*rows, n) as a kernel argument (`flat`: 1-D elementwise, n = 1).
+
+    The C-contiguous (rows, n) (or 1-D) view where there is one, else a
+    :class:`_View` that :func:`_panels` copies a panel at a time.
+    """
+    if v.flags.c_contiguous and (dtype is None or v.dtype == dtype):
+        return v.reshape(-1) if flat else v.reshape(-1, v.shape[-1])
+    dtype = v.dtype if dtype is None else np.dtype(dtype)
+    return _View(v, dtype, () if flat else (v.shape[-1],), write)
+
+
+def _pieces(v: Any, lo: int, hi: int, found: list[Any]) -> None:
+    """Views of `v` (*rows, n) holding its rows ``lo:hi`` (C order), in order."""
+    if v.ndim <= 2:
+        found.append(v[lo:hi] if v.ndim == 2 else v[None])
+        return
+    inner = 1
+    for s in v.shape[1:-1]:
+        inner *= s
+    i0, r0 = divmod(lo, inner)
+    i1, r1 = divmod(hi, inner)
+    if i0 == i1:
+        _pieces(v[i0], r0, r1, found)
+        return
+    if r0:
+        _pieces(v[i0], r0, inner, found)
+        i0 += 1
+    if i1 > i0:
+        found.append(v[i0:i1])
+    if r1:
+        _pieces(v[i1], 0, r1, found)
+
+
+def _copy_rows(np: Any, v: Any, lo: int, hi: int, buf: Any, *, into: bool) -> None:
+    """Copy rows ``lo:hi`` of `v` into `buf` (C-contiguous), or back if not `into`."""
+    found: list[Any] = []
+    _pieces(v, lo, hi, found)
+    flat = buf.reshape(-1)
+    start = 0
+    for p in found:
+        b = flat[start : start + p.size].reshape(p.shape)
+        start += p.size
+        if into:
+            np.copyto(b, p, casting="unsafe")
+        else:
+            np.copyto(p, b, casting="unsafe")
+
+
+def _gathered(np: Any, w: Any) -> Any:
+    """A C-contiguous copy of the whole of `w` if it is a :class:`_View`."""
+    if type(w) is not _View:
+        return w
+    rows = w.v.size // w.v.shape[-1]
+    buf = np.empty((rows, *w.tail), dtype=w.dtype)
+    _copy_rows(np, w.v, 0, rows, buf, into=True)
+    return buf
+
+
+def _panels(kernels: tuple[Any, Any], rows: int, n: int, *args: Any) -> None:
+    """``_run(kernels, rows, n, *args)``, a panel of rows at a time if need be.
+
+    `args` as the kernel takes them, the arrays of the input's layout as
+    :func:`_view` gives them; NumPy arrays with `rows` leading entries (the
+    input's C-contiguous views, per-row labels, losses, fresh outputs) are
+    sliced per panel, the rest passed as they are. Every row is computed on
+    its own, so panels change no value.
+    """
+    for a in args:
+        if type(a) is _View:
+            break
+    else:  # nothing to copy: one call, as on a C-contiguous input
+        _run(kernels, rows, n, *args)
+        return
+    np = sys.modules["numpy"]
+    views = [a for a in args if type(a) is _View]
+    per_row = sum(w.dtype.itemsize for w in views) * n  # all buffers in a panel
+    step = max(1, min(rows, _PANEL_BYTES // per_row))
+    bufs = [np.empty((step, *w.tail), w.dtype) for w in views]
+    for lo in range(0, rows, step):
+        hi = min(rows, lo + step)
+        call: list[Any] = []
+        k = 0
+        for a in args:
+            if type(a) is _View:
+                part = bufs[k][: hi - lo]
+                k += 1
+                if not a.write:
+                    _copy_rows(np, a.v, lo, hi, part, into=True)
+                call.append(part)
+            elif type(a) is np.ndarray and a.ndim and a.shape[0] == rows:
+                call.append(a[lo:hi])
+            else:
+                call.append(a)
+        _run(kernels, hi - lo, n, *call)
+        for w, buf in zip(views, bufs, strict=True):
+            if w.write:
+                _copy_rows(np, w.v, lo, hi, buf[: hi - lo], into=False)
 
 
 def _kernel(mods: tuple[ModuleType, ModuleType], dtype: Any, name: str) -> Any:
@@ -290,19 +414,17 @@ def _normalise(x: Any, axis: Any, out: Any, *, name: str) -> Any | None:
     kernel = _kernel(mods, x.dtype, name)
     if kernel is None:
         return None
-    xr = _rows(np, x, a)
-    rows, n = xr.shape
-    direct = out is not None and a == x.ndim - 1 and out.flags.c_contiguous
-    yr = out.reshape(rows, n) if direct else _empty(np, xr.shape, x.dtype, inp.aligned)
-    _run(kernel, rows, n, xr, yr)
-    if direct:
+    n = x.shape[a]
+    rows = x.size // n
+    v = _last(np, x, a)
+    if out is not None:
+        _panels(kernel, rows, n, _view(np, v), _view(np, _last(np, out, a), write=True))
         return out
-    y = yr.reshape(*(s for i, s in enumerate(x.shape) if i != a), n)
+    yr = _empty(np, (rows, n), x.dtype, inp.aligned)
+    _panels(kernel, rows, n, _view(np, v), yr)
+    y = yr.reshape(v.shape)
     if a != x.ndim - 1:
         y = np.moveaxis(y, -1, a)
-    if out is not None:
-        out[...] = y
-        return out
     return y if inp.back is None else inp.back(y)
 
 
@@ -331,13 +453,16 @@ def logsumexp(x: Any, axis: Any, keepdims: bool, return_sign: bool) -> Any | Non
                 return None
         except TypeError:
             return None
-        xr = np.ascontiguousarray(x).reshape(1, -1)
+        # One row of all elements (a copy if `x` is not C-contiguous).
+        xv = np.ascontiguousarray(x).reshape(1, -1)
         shape: tuple[int, ...] = (1,) * x.ndim if keepdims else ()
+        n = x.size
     else:
         a = _class_axis(axis, x.ndim)
         if a is None:
             return None
-        xr = _rows(np, x, a)
+        xv = _view(np, _last(np, x, a))
+        n = x.shape[a]
         shape = tuple(
             1 if i == a else s for i, s in enumerate(x.shape) if keepdims or i != a
         )
@@ -347,9 +472,9 @@ def logsumexp(x: Any, axis: Any, keepdims: bool, return_sign: bool) -> Any | Non
     kernel = _kernel(mods, x.dtype, "logsumexp")
     if kernel is None:
         return None
-    rows, n = xr.shape
+    rows = x.size // n
     lse = _empty(np, rows, x.dtype, inp.aligned)
-    _run(kernel, rows, n, xr, lse)
+    _panels(kernel, rows, n, xv, lse)
     lse = lse.reshape(shape)
     back = _same if inp.back is None else inp.back
     if not return_sign:
@@ -392,8 +517,8 @@ class _Sparse(NamedTuple):
 
     inp: _Input
     kernel: tuple[Any, Any]
-    xr: Any  # (rows, classes) C-contiguous
-    y: Any  # int64 labels per row, -1 where ignored
+    xv: Any  # the logits (rows, classes) as _view gives them, or None once used
+    y: Any  # int64 labels per row (C-contiguous), -1 where ignored
     kept: Any  # the kept examples (bool, labels' shape) or None
     a: int  # the class axis
     expected: tuple[int, ...]  # the labels' (loss's) shape
@@ -461,7 +586,7 @@ def _sparse_setup(
                 return None
             h.check_kept_positions(lab, kept, n, xp=xp)
     y = np.ascontiguousarray(y)
-    return _Sparse(inp, kernel, _rows(np, x, a), y, kept, a, expected)
+    return _Sparse(inp, kernel, _view(np, _last(np, x, a)), y, kept, a, expected)
 
 
 def _sparse_value(
@@ -487,7 +612,7 @@ def _sparse_value(
 def _count(sp: _Sparse) -> float:
     """The denominator of ``"mean"``: the kept examples."""
     if sp.kept is None:
-        return float(sp.xr.shape[0])
+        return float(sp.y.size)
     return float(sp.inp.np.count_nonzero(sp.kept))
 
 
@@ -506,12 +631,12 @@ def sparse_softmax_cross_entropy(
     if sp is None:
         return None
     inp, np, x = sp.inp, sp.inp.np, sp.inp.x
-    rows, n = sp.xr.shape
+    rows, n = sp.y.size, x.shape[sp.a]
     refine = x.dtype == np.float64  # double-double: the low parts too
     dtype = x.dtype if reduction == "none" else np.float64
     loss = _empty(np, rows, dtype, inp.aligned)
     lo = np.empty(rows, dtype=np.float64) if refine else None
-    _run(sp.kernel, rows, n, sp.xr, sp.y, loss, *(() if lo is None else (lo,)))
+    _panels(sp.kernel, rows, n, sp.xv, sp.y, loss, *(() if lo is None else (lo,)))
     value = _sparse_value(sp, loss, lo, reduction, _count(sp))
     return value if inp.back is None else inp.back(np.asarray(value))
 
@@ -561,12 +686,12 @@ def _sparse_grad_rows(
 ) -> tuple[Any, Any | None, Any]:
     """Run the fused kernel: per-row losses (and low parts), gradient rows."""
     inp, np, x = sp.inp, sp.inp.np, sp.inp.x
-    rows, n = sp.xr.shape
+    rows, n = sp.y.size, x.shape[sp.a]
     loss = _empty(np, rows, loss_dtype, inp.aligned)
     grad = _empty(np, (rows, n), x.dtype, inp.aligned)
     lo = np.empty(rows, dtype=np.float64) if x.dtype == np.float64 else None
-    args = (sp.xr, sp.y, scale, loss, grad, *(() if lo is None else (lo,)))
-    _run(sp.kernel, rows, n, *args)
+    args = (sp.xv, sp.y, scale, loss, grad, *(() if lo is None else (lo,)))
+    _panels(sp.kernel, rows, n, *args)
     return loss, lo, grad
 
 
@@ -591,7 +716,7 @@ def sparse_softmax_cross_entropy_grad(
     if sp is None:
         return None
     inp, np, x = sp.inp, sp.inp.np, sp.inp.x
-    rows = sp.xr.shape[0]
+    rows = sp.y.size
     count = _count(sp)
     scale = np.full(rows, _mean_scale(reduction, count), dtype=np.float64)
     dtype = x.dtype if reduction == "none" else np.float64
@@ -636,16 +761,18 @@ def softmax_cross_entropy_grad(
     kernel = _kernel(mods, x.dtype, "dense_ce_grad")
     if kernel is None:
         return None
-    if lab.dtype not in (np.float32, np.float64) or not lab.dtype.isnative:
-        lab = lab.astype(np.float64)  # as the portable path's astype
-    xr, yr = _rows(np, x, a), _rows(np, lab, a)
-    rows, n = xr.shape
+    ldt = lab.dtype
+    if ldt not in (np.float32, np.float64) or not ldt.isnative:
+        ldt = np.float64  # as the portable path's astype (a panel at a time)
+    n = x.shape[a]
+    rows = x.size // n
     expected = tuple(s for i, s in enumerate(x.shape) if i != a)
     dtype = x.dtype if reduction == "none" else np.float64
     loss = _empty(np, rows, dtype, inp.aligned)
     grad = _empty(np, (rows, n), x.dtype, inp.aligned)
     scale = np.full(rows, 1.0 / rows if reduction == "mean" else 1.0)
-    _run(kernel, rows, n, xr, yr, scale, loss, grad)
+    xv, yv = _view(np, _last(np, x, a)), _view(np, _last(np, lab, a), ldt)
+    _panels(kernel, rows, n, xv, yv, scale, loss, grad)
     value = loss.reshape(expected)
     if reduction != "none":
         h = _helpers()
@@ -680,6 +807,51 @@ def _py_div_dd(a_hi: float, a_lo: float, b: float) -> float:
     return q1 + r / b  # fast_two_sum's sum
 
 
+def _sum_parts(np: Any, mods: Any, x: Any, xf: Any, yf: Any) -> Any | None:
+    """The sum kernel's per-chunk totals ``(s, c)`` of `xf`, `yf` (flat views).
+
+    Where either needs a copy, each chunk (as ``sigmoid_ce_sum_parallel``
+    cuts the elements) is added a segment at a time (``sigmoid_ce_sum_acc``,
+    segments of whole ``_BLOCK``s from the chunk's start): the same
+    additions in the same order as the one-pass kernel, so the same totals.
+    """
+    size = x.size
+    part = np.zeros((4 * int(_state.get("threads", 1)), 2), dtype=np.float64)
+    item = xf.dtype.itemsize + yf.dtype.itemsize
+    if size * item <= _PANEL_BYTES:  # small: copies of the whole, in one pass
+        xf, yf = _gathered(np, xf), _gathered(np, yf)
+    if type(xf) is not _View and type(yf) is not _View:
+        kernel = _kernel(mods, x.dtype, "sigmoid_ce_sum")
+        if kernel is None:
+            return None
+        _run(kernel, size, 1, xf, yf, part)
+        return part
+    kernel = _kernel(mods, x.dtype, "sigmoid_ce_sum_acc")
+    if kernel is None:
+        return None
+    block = 512  # the kernels' _BLOCK
+    nch = min(size, part.shape[0]) if size > 1 and size >= _PARALLEL_MIN else 1
+    starts = [ch * size // nch for ch in range(nch + 1)]
+    seg = max(block, _PANEL_BYTES // (nch * item) // block * block)
+    xs = np.empty((nch, seg), dtype=xf.dtype)
+    ys = np.empty((nch, seg), dtype=yf.dtype)
+    acc = np.zeros((nch, 8), dtype=np.float64)
+    lens = np.zeros(nch, dtype=np.int64)
+    for off in range(0, max(starts[i + 1] - starts[i] for i in range(nch)), seg):
+        for ch in range(nch):
+            lo = min(starts[ch] + off, starts[ch + 1])
+            hi = min(lo + seg, starts[ch + 1])
+            lens[ch] = hi - lo
+            for f, buf in ((xf, xs), (yf, ys)):
+                if type(f) is _View:
+                    _copy_rows(np, f.v, lo, hi, buf[ch, : hi - lo], into=True)
+                else:
+                    buf[ch, : hi - lo] = f[lo:hi]
+        # Parallel over the chunks exactly where the one-pass kernel would be.
+        _run(kernel, nch, _PARALLEL_MIN, xs, ys, lens, acc, part[:nch])
+    return part
+
+
 def _sigmoid_ce_total(
     np: Any, mods: Any, x: Any, xf: Any, yf: Any, reduction: str
 ) -> Any | None:
@@ -691,11 +863,9 @@ def _sigmoid_ce_total(
     round to the same value but where the exact one lies within ~2**-84 of
     a rounding boundary of float64. The rounding is the portable path's.
     """
-    kernel = _kernel(mods, x.dtype, "sigmoid_ce_sum")
-    if kernel is None:
+    part = _sum_parts(np, mods, x, xf, yf)
+    if part is None:
         return None
-    part = np.zeros((4 * int(_state.get("threads", 1)), 2), dtype=np.float64)
-    _run(kernel, xf.size, 1, xf, yf, part)
     s, lo = 0.0, 0.0
     for p_s, p_c in part.tolist():  # add_dd of the partial totals, in order
         if p_s == 0.0 and p_c == 0.0:
@@ -712,12 +882,12 @@ def _sigmoid_ce_total(
         total, total_lo = np.asarray(s), np.asarray(lo)
         if reduction == "sum":
             return h.round_to(total + total_lo, x.dtype, xp=xp)
-        count = np.asarray(float(xf.size))
+        count = np.asarray(float(x.size))
         return h.finish_mean(total, total_lo, count, out_dtype=x.dtype, xp=xp)
     # The tail of _reduction.reduce in Python floats (the same IEEE operations
     # as on its 0-d arrays, ~60 us less per call), and its result types: a
     # float64 sum is an np.float64, everything else a 0-d array.
-    v = s + lo if reduction == "sum" else _py_div_dd(s, lo, float(xf.size))
+    v = s + lo if reduction == "sum" else _py_div_dd(s, lo, float(x.size))
     if x.dtype == np.float64:
         return np.float64(v) if reduction == "sum" else np.asarray(v)
     if abs(v) < 3.0e38:  # no overflow: float32 rounds to nearest, as round_to
@@ -765,9 +935,12 @@ def _sigmoid_mods() -> tuple[ModuleType, ModuleType] | None:
     return mods
 
 
-def _flat(np: Any, a: Any, order: str) -> Any:
-    """`a` as a C-contiguous 1-D array in `order` ("C", or "F": of ``a.T``)."""
-    return np.ascontiguousarray(a if order == "C" else a.T).reshape(-1)
+def _flat(
+    np: Any, a: Any, order: str, dtype: Any = None, *, write: bool = False
+) -> Any:
+    """`a`'s elements in `order` ("C", or "F": of ``a.T``) for a 1-D kernel."""
+    v = (a if order == "C" else a.T)[..., None]
+    return _view(np, v, dtype, flat=True, write=write)
 
 
 def _unflat(yf: Any, shape: tuple[int, ...], order: str) -> Any:
@@ -796,15 +969,12 @@ def _elementwise(x: Any, out: Any, *, name: str) -> Any | None:
         return None
     order = _order(x)
     xf = _flat(np, x, order)
-    direct = out is not None and order == "C" and out.flags.c_contiguous
-    yf = out.reshape(-1) if direct else _empty(np, xf.size, x.dtype, inp.aligned)
-    _run(kernel, xf.size, 1, xf, yf)
-    if direct:
-        return out
-    y = _unflat(yf, x.shape, order)
     if out is not None:
-        out[...] = y
+        _panels(kernel, x.size, 1, xf, _flat(np, out, order, write=True))
         return out
+    yf = _empty(np, x.size, x.dtype, inp.aligned)
+    _panels(kernel, x.size, 1, xf, yf)
+    y = _unflat(yf, x.shape, order)
     return y if inp.back is None else inp.back(y)
 
 
@@ -848,10 +1018,16 @@ def sigmoid_cross_entropy(logits: Any, labels: Any, reduction: str) -> Any | Non
     kernel = _kernel(mods, x.dtype, "sigmoid_ce")
     if kernel is None:
         return None
-    if lab.dtype not in (np.float32, np.float64) or not lab.dtype.isnative:
-        lab = lab.astype(np.float64)  # as the portable path's astype
+    # The kernels read bool (as uint8) and integer labels as they are, and
+    # convert each to float64 as the portable path's astype does; other
+    # labels (float16, non-native) are converted a panel at a time.
+    if lab.dtype == np.bool_:
+        lab = lab.view(np.uint8)
+    ldt = lab.dtype
+    if not ldt.isnative or (ldt.kind == "f" and ldt not in (np.float32, np.float64)):
+        ldt = np.float64
     order = _order(x)
-    xf, yf = _flat(np, x, order), _flat(np, lab, order)
+    xf, yf = _flat(np, x, order), _flat(np, lab, order, ldt)
     refine = x.dtype == np.float64  # double-double: the low parts too
     if reduction != "none":
         value = _sigmoid_ce_total(np, mods, x, xf, yf, reduction)
@@ -860,9 +1036,9 @@ def sigmoid_cross_entropy(logits: Any, labels: Any, reduction: str) -> Any | Non
     # "none", or a total that is not finite: the losses, reduced as the
     # portable path reduces them (its NaN, warnings and all).
     dtype = x.dtype if reduction == "none" else np.float64
-    loss = _empty(np, xf.size, dtype, inp.aligned and reduction == "none")
-    lo = np.empty(0 if reduction == "none" else xf.size, dtype=np.float64)
-    _run(kernel, xf.size, 1, xf, yf, loss, *((lo,) if refine else ()))
+    loss = _empty(np, x.size, dtype, inp.aligned and reduction == "none")
+    lo = np.empty(0 if reduction == "none" else x.size, dtype=np.float64)
+    _panels(kernel, x.size, 1, xf, yf, loss, *((lo,) if refine else ()))
     value = _unflat(loss, x.shape, order)
     if reduction != "none":
         value = _helpers().reduce(

@@ -21,15 +21,16 @@ from typing import Any
 import numpy as np
 import torch
 
-from .. import _kernels  # _kernels._run looked up per call (tests wrap it)
+from .. import _kernels  # _kernels._panels looked up per call (tests wrap _run)
 from . import (
     _grad_to_input,
     _kernel,
+    _last,
     _load,
     _mean_scale,
-    _rows,
     _Sparse,
     _sparse_value,
+    _view,
 )
 
 __all__ = ["sparse_ce"]
@@ -42,20 +43,20 @@ class _SparseCrossEntropy(torch.autograd.Function):
     def forward(
         ctx: Any, x: torch.Tensor, sp: _Sparse, reduction: str, count: float
     ) -> torch.Tensor:
-        xr = sp.xr
-        rows, n = xr.shape
-        refine = xr.dtype == np.float64
-        dtype = xr.dtype if reduction == "none" else np.float64
+        xn = sp.inp.x
+        rows, n = sp.y.size, xn.shape[sp.a]
+        refine = xn.dtype == np.float64
+        dtype = xn.dtype if reduction == "none" else np.float64
         loss = np.empty(rows, dtype=dtype)
         lo = np.empty(rows, dtype=np.float64) if refine else None
         stats = np.empty((rows, 2), dtype=np.float64)
-        args = (xr, sp.y, loss, *(() if lo is None else (lo,)), stats)
-        _kernels._run(sp.kernel, rows, n, *args)
+        args = (sp.xv, sp.y, loss, *(() if lo is None else (lo,)), stats)
+        _kernels._panels(sp.kernel, rows, n, *args)
         value = _sparse_value(sp, loss, lo, reduction, count)
         ctx.save_for_backward(x)  # autograd's check of in-place changes
         # The logits' view is taken again in backward; the labels may be a
         # view of the caller's tensor, which may change before the backward.
-        ctx.sp = sp._replace(xr=None, y=sp.y.copy())
+        ctx.sp = sp._replace(xv=None, y=sp.y.copy())
         ctx.stats, ctx.reduction, ctx.count = stats, reduction, count
         return torch.from_numpy(np.asarray(value))
 
@@ -65,8 +66,8 @@ class _SparseCrossEntropy(torch.autograd.Function):
         sp: _Sparse = ctx.sp
         if torch.is_grad_enabled():  # create_graph: a gradient with a graph
             return _portable_grad(ctx, x, grad_out), None, None, None
-        xr = _rows(np, x.detach().numpy(), sp.a)
-        rows, n = xr.shape
+        xn = x.detach().numpy()
+        rows, n = sp.y.size, xn.shape[sp.a]
         go = grad_out.detach().to(torch.float64).numpy()
         if ctx.reduction == "none":
             scale = np.ascontiguousarray(np.broadcast_to(go, sp.expected).reshape(-1))
@@ -75,9 +76,10 @@ class _SparseCrossEntropy(torch.autograd.Function):
             scale = np.full(rows, c, dtype=np.float64)
         mods = _load()
         assert mods is not None
-        grad = np.empty((rows, n), dtype=xr.dtype)
-        kernel = _kernel(mods, xr.dtype, "sparse_ce_bwd")
-        _kernels._run(kernel, rows, n, xr, sp.y, ctx.stats, scale, grad)
+        grad = np.empty((rows, n), dtype=xn.dtype)
+        kernel = _kernel(mods, xn.dtype, "sparse_ce_bwd")
+        xv = _view(np, _last(np, xn, sp.a))
+        _kernels._panels(kernel, rows, n, xv, sp.y, ctx.stats, scale, grad)
         return torch.from_numpy(_grad_to_input(sp, grad)), None, None, None
 
 
