@@ -324,13 +324,15 @@ def _copy_rows(np: Any, v: Any, lo: int, hi: int, buf: Any, *, into: bool) -> No
 
 
 def _gathered(np: Any, w: Any) -> Any:
-    """A C-contiguous copy of the whole of `w` if it is a :class:`_View`."""
+    """A C-contiguous copy of the whole of `w` if it is a :class:`_View`.
+
+    An output's copy is left uninitialised (written back after the kernel).
+    """
     if type(w) is not _View:
         return w
-    rows = w.v.size // w.v.shape[-1]
-    buf = np.empty((rows, *w.tail), dtype=w.dtype)
-    _copy_rows(np, w.v, 0, rows, buf, into=True)
-    return buf
+    if w.write:
+        return np.empty((w.v.size // w.v.shape[-1], *w.tail), dtype=w.dtype)
+    return np.asarray(w.v, w.dtype, order="C").reshape(-1, *w.tail)
 
 
 def _panels(kernels: tuple[Any, Any], rows: int, n: int, *args: Any) -> None:
@@ -349,9 +351,20 @@ def _panels(kernels: tuple[Any, Any], rows: int, n: int, *args: Any) -> None:
         _run(kernels, rows, n, *args)
         return
     np = sys.modules["numpy"]
-    views = [a for a in args if type(a) is _View]
-    per_row = sum(w.dtype.itemsize for w in views) * n  # all buffers in a panel
-    step = max(1, min(rows, _PANEL_BYTES // per_row))
+    views = []
+    per_row = 0  # bytes of all the copies of one row
+    for a in args:
+        if type(a) is _View:
+            views.append(a)
+            per_row += a.dtype.itemsize * n
+    if rows * per_row <= _PANEL_BYTES:  # one panel: copies of the whole
+        whole = [_gathered(np, a) if type(a) is _View else a for a in args]
+        _run(kernels, rows, n, *whole)
+        for w, buf in zip(args, whole, strict=True):
+            if type(w) is _View and w.write:
+                np.copyto(w.v, buf.reshape(w.v.shape))
+        return
+    step = max(1, _PANEL_BYTES // per_row)
     bufs = [np.empty((step, *w.tail), w.dtype) for w in views]
     for lo in range(0, rows, step):
         hi = min(rows, lo + step)
@@ -818,8 +831,8 @@ def _sum_parts(np: Any, mods: Any, x: Any, xf: Any, yf: Any) -> Any | None:
     size = x.size
     part = np.zeros((4 * int(_state.get("threads", 1)), 2), dtype=np.float64)
     item = xf.dtype.itemsize + yf.dtype.itemsize
-    if size * item <= _PANEL_BYTES:  # small: copies of the whole, in one pass
-        xf, yf = _gathered(np, xf), _gathered(np, yf)
+    if (type(xf) is _View or type(yf) is _View) and size * item <= _PANEL_BYTES:
+        xf, yf = _gathered(np, xf), _gathered(np, yf)  # small: one pass on copies
     if type(xf) is not _View and type(yf) is not _View:
         kernel = _kernel(mods, x.dtype, "sigmoid_ce_sum")
         if kernel is None:
@@ -939,8 +952,10 @@ def _flat(
     np: Any, a: Any, order: str, dtype: Any = None, *, write: bool = False
 ) -> Any:
     """`a`'s elements in `order` ("C", or "F": of ``a.T``) for a 1-D kernel."""
-    v = (a if order == "C" else a.T)[..., None]
-    return _view(np, v, dtype, flat=True, write=write)
+    o = a if order == "C" else a.T
+    if o.flags.c_contiguous and (dtype is None or o.dtype == dtype):
+        return o.reshape(-1)
+    return _view(np, o[..., None], dtype, flat=True, write=write)
 
 
 def _unflat(yf: Any, shape: tuple[int, ...], order: str) -> Any:
