@@ -442,11 +442,17 @@ dense_ce = lk.grad.softmax_cross_entropy
 
 
 def check_dense(x: np.ndarray, labels: Any, what: str = "", **kw: Any) -> None:
-    """The dense kernel ran and gave the portable path's loss and gradient."""
+    """The portable path's loss and gradient; by the kernel for integer labels.
+
+    Float labels keep the portable path: its per-row label sums are NumPy
+    sums in an order the kernel does not follow (see
+    ``test_dense_float_labels_keep_the_portable_path``).
+    """
     CALLS.clear()
     with np.errstate(all="ignore"):
         loss, g = dense_ce(x, labels, **kw)
-        assert CALLS == ["dense_ce_grad"], CALLS
+        want = ["dense_ce_grad"] if np.asarray(labels).dtype.kind in "iub" else []
+        assert want == CALLS, CALLS
         p_loss, p_g = portable(dense_ce, x, labels, **kw)
     assert type(loss) is type(p_loss)
     assert g.shape == x.shape
@@ -480,7 +486,8 @@ def test_dense_random(scale: float, shape: tuple[int, ...]) -> None:
 def test_dense_parallel_rows() -> None:
     x = (RNG.standard_normal((300, 4000)) * 8).astype(np.float32)
     assert x.size >= _kernels._PARALLEL_MIN
-    check_dense(x, _soft(x.shape), "parallel", reduction="mean")
+    onehot = np.eye(x.shape[1], dtype=np.int8)[RNG.integers(0, x.shape[1], len(x))]
+    check_dense(x, onehot, "parallel", reduction="mean")
 
 
 def test_dense_adversarial() -> None:
@@ -520,6 +527,23 @@ def test_dense_layouts() -> None:
             check_dense(x, labels, f"axis {axis}", axis=axis, reduction=reduction)
         labels_f = np.asfortranarray(labels) if labels.ndim == 2 else labels
         check_dense(x, labels_f, f"F-order labels, axis {axis}", axis=axis)
+
+
+def test_dense_float_labels_keep_the_portable_path() -> None:
+    """Distillation: labels = softmax(logits), p_j ~ y_j. Summing the float
+    labels in another order than NumPy's moved 7373 of 64000 gradient
+    elements by an ulp (a review found it): float labels are not the
+    kernel's."""
+    y = RNG.random((64, 1000))
+    y /= y.sum(1, keepdims=True)
+    x = np.log(y).astype(np.float32)
+    for labels in (y, y.astype(np.float32)):
+        CALLS.clear()
+        loss, g = dense_ce(x, labels, reduction="sum")
+        assert CALLS == []
+        p_loss, p_g = portable(dense_ce, x, labels, reduction="sum")
+        assert np.array_equal(loss, p_loss)
+        assert np.array_equal(g, p_g)
 
 
 def test_dense_what_keeps_the_portable_path() -> None:
@@ -601,12 +625,12 @@ def test_panels_dense_grad(reduction: str, monkeypatch: pytest.MonkeyPatch) -> N
         n = x.shape[axis]
         monkeypatch.setattr(_kernels, "_PANEL_BYTES", 3 * n * 8)
         onehot = np.moveaxis(np.eye(n)[_labels(x, axis)], -1, axis)
-        for labels in (_soft(x.shape, axis), onehot.astype(np.int8), onehot > 0):
+        for labels in (onehot.astype(np.int8), onehot > 0):
             CALLS.clear()
             loss, g = dense_ce(x, labels, axis=axis, reduction=reduction)
             assert len(CALLS) > 1
             want = _one_pass(
-                dense_ce, x, labels.astype(np.float64), axis, reduction=reduction
+                dense_ce, x, labels.astype(np.int64), axis, reduction=reduction
             )
             assert type(loss) is type(want[0])
             assert np.array_equal(loss, want[0])
@@ -644,3 +668,18 @@ def test_panels_torch_autograd(dtype: Any, monkeypatch: pytest.MonkeyPatch) -> N
         expected = torch.zeros_like(leaf)
         view(expected).copy_(torch.from_numpy(want_g))
         assert np.array_equal(leaf.grad.numpy(), expected.numpy())
+
+
+def test_torch_function_keeps_no_view_of_the_logits() -> None:
+    """The logits' memory is held only through save_for_backward (freed with
+    the graph, seen by saved-tensor hooks), not by a NumPy view on the node."""
+    torch = _torch()
+    x = torch.randn(16, 7, dtype=torch.float64, requires_grad=True)
+    y = torch.randint(0, 7, (16,))
+    loss = lk.sparse_softmax_cross_entropy(x, y, reduction="sum")
+    node = loss.grad_fn
+    assert node.sp.inp.x is None
+    assert node.sp.xv is None
+    loss.backward()
+    _, want = grad_ce(x.detach().numpy(), y.numpy(), reduction="sum")
+    assert np.array_equal(x.grad.numpy(), want)

@@ -394,3 +394,14 @@ def test_panels_bound_the_extra_memory(monkeypatch: pytest.MonkeyPatch) -> None:
         finally:
             tracemalloc.stop()
         assert peak < x.nbytes // 8, (i, peak)
+
+
+def test_out_overlapping_the_input_in_another_order() -> None:
+    s = RNG.standard_normal(40000 * 64)
+    want = lk.sigmoid(s[::-1].copy())
+    assert lk.sigmoid(s[::-1], out=s) is s
+    assert np.array_equal(s, want)
+    t = RNG.standard_normal(1000)
+    want = lk.softplus(t[:-1].copy())
+    lk.softplus(t[:-1], out=t[1:])  # shifted by one element
+    assert np.array_equal(t[1:], want)

@@ -409,6 +409,18 @@ def _run(kernels: tuple[Any, Any], rows: int, n: int, *args: Any) -> None:
         serial(*args, 1)
 
 
+def _aliased(np: Any, x: Any, out: Any) -> bool:
+    """Whether `out` overlaps `x` other than element for element.
+
+    A kernel writing `out` row by row (or panel by panel) would then read
+    values it has overwritten: the result is made apart and copied in, as the
+    portable path does. (``out is x`` and other exact aliases are safe.)
+    """
+    if not np.may_share_memory(x, out):
+        return False
+    return not (x.ctypes.data == out.ctypes.data and x.strides == out.strides)
+
+
 def _normalise(x: Any, axis: Any, out: Any, *, name: str) -> Any | None:
     inp = _input(x)
     if inp is None or (out is not None and inp.back is not None):
@@ -430,6 +442,9 @@ def _normalise(x: Any, axis: Any, out: Any, *, name: str) -> Any | None:
     n = x.shape[a]
     rows = x.size // n
     v = _last(np, x, a)
+    if out is not None and _aliased(np, x, out):
+        out[...] = _normalise(x, axis, None, name=name)
+        return out
     if out is not None:
         _panels(kernel, rows, n, _view(np, v), _view(np, _last(np, out, a), write=True))
         return out
@@ -746,10 +761,13 @@ def softmax_cross_entropy_grad(
 ) -> tuple[Any, Any] | None:
     """``lk.grad.softmax_cross_entropy`` (dense labels, no options), or None.
 
-    float32 logits only: the float64 path's per-row label sums are NumPy's
-    pairwise sums, whose order the kernel does not follow (float32 rounds
-    that difference away but for the rare double rounding). `labels` must
-    be a real array of the logits' shape and library.
+    float32 logits and integer or boolean labels only: the portable path's
+    per-row label sums ``Y`` are NumPy sums whose order (pairwise, or by
+    columns for other layouts) the kernel does not follow; sums of integers
+    are exact in any order, sums of float labels are not, and where
+    ``p_j`` is close to ``y_j`` (distillation) ``Y p_j - y_j`` shows the
+    difference even after rounding to float32. `labels` must be an array
+    of the logits' shape and library.
     """
     if reduction not in ("none", "mean", "sum"):
         return None
@@ -765,9 +783,9 @@ def softmax_cross_entropy_grad(
     if inp.back is None:
         lab = labels if type(labels) is np.ndarray else None
     else:
-        lab = _labels_view(labels, logits, kinds="fiub")
-    if lab is None or lab.shape != x.shape or lab.dtype.kind not in "fiub":
-        return None
+        lab = _labels_view(labels, logits, kinds="iub")
+    if lab is None or lab.shape != x.shape or lab.dtype.kind not in "iub":
+        return None  # float labels: the portable path (see above)
     mods = _load()
     if mods is None:
         return None
@@ -982,6 +1000,9 @@ def _elementwise(x: Any, out: Any, *, name: str) -> Any | None:
     kernel = _kernel(mods, x.dtype, name)
     if kernel is None:
         return None
+    if out is not None and _aliased(np, x, out):
+        out[...] = _elementwise(x, None, name=name)
+        return out
     order = _order(x)
     xf = _flat(np, x, order)
     if out is not None:

@@ -54,9 +54,12 @@ class _SparseCrossEntropy(torch.autograd.Function):
         _kernels._panels(sp.kernel, rows, n, *args)
         value = _sparse_value(sp, loss, lo, reduction, count)
         ctx.save_for_backward(x)  # autograd's check of in-place changes
-        # The logits' view is taken again in backward; the labels may be a
-        # view of the caller's tensor, which may change before the backward.
-        ctx.sp = sp._replace(xv=None, y=sp.y.copy())
+        # The logits' view is taken again in backward (no reference to their
+        # memory outside save_for_backward: it is freed with the graph and
+        # saved-tensor hooks see it); the labels may be a view of the
+        # caller's tensor, which may change before the backward.
+        inp = sp.inp._replace(x=None)
+        ctx.sp = sp._replace(inp=inp, xv=None, y=sp.y.copy())
         ctx.stats, ctx.reduction, ctx.count = stats, reduction, count
         return torch.from_numpy(np.asarray(value))
 
@@ -67,6 +70,7 @@ class _SparseCrossEntropy(torch.autograd.Function):
         if torch.is_grad_enabled():  # create_graph: a gradient with a graph
             return _portable_grad(ctx, x, grad_out), None, None, None
         xn = x.detach().numpy()
+        sp = sp._replace(inp=sp.inp._replace(x=xn))
         rows, n = sp.y.size, xn.shape[sp.a]
         go = grad_out.detach().to(torch.float64).numpy()
         if ctx.reduction == "none":

@@ -108,8 +108,8 @@ void lk_score_rows_f32(const float *x, int64_t stride, int64_t n, int64_t first,
             continue;
         }
         double s = 0.0, t = 0.0, g = 0.0, q = 0.0;
-        if ((double)lo - m >= CUT) {
-            /* the common row: every d in [CUT, 0] (a NaN is caught by s),
+        if ((double)lo - m > CUT) {
+            /* the common row: every d in (CUT, 0] (a NaN is caught by s),
              * the same values without the clamps (13% faster) */
 #pragma omp simd reduction(+ : s, t, g, q)
             for (int64_t j = 0; j < n; ++j) {
