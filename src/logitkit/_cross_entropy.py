@@ -583,6 +583,29 @@ def _sparse(
     return value, _grad_to_input(g, scale, axes, moved, in_dtype, xp=xp)
 
 
+def _plain_sparse(
+    where: Any,
+    class_weights: Any,
+    label_smoothing: float,
+    z_loss: float,
+    softcap: float | None,
+    temperature: float,
+    xp: ArrayNamespace | None,
+) -> bool:
+    """Whether a sparse cross entropy uses only the options the kernels take
+    (its loss, and with ``lk.grad`` its gradient; ``ignore_index`` and every
+    reduction are theirs too)."""
+    return (
+        where is None
+        and class_weights is None
+        and label_smoothing == 0.0
+        and z_loss == 0.0
+        and softcap is None
+        and temperature == 1.0
+        and xp is None
+    )
+
+
 def sparse_softmax_cross_entropy(
     logits: Any,
     labels: Any,
@@ -690,14 +713,8 @@ def sparse_softmax_cross_entropy(
     9.357622912219837e-14
     """
     # --- fast path: compiled kernels for NumPy float32/float64 (``_kernels``) ---
-    if (
-        where is None
-        and class_weights is None
-        and label_smoothing == 0.0
-        and z_loss == 0.0
-        and softcap is None
-        and temperature == 1.0
-        and xp is None
+    if _plain_sparse(
+        where, class_weights, label_smoothing, z_loss, softcap, temperature, xp
     ):
         fast = _kernels.sparse_softmax_cross_entropy(
             logits, labels, axis, ignore_index, reduction

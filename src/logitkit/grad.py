@@ -25,7 +25,7 @@ from typing import Any
 
 from . import _kernels
 from ._chunked import _grad_linear_cross_entropy as linear_cross_entropy
-from ._cross_entropy import _dense, _sparse
+from ._cross_entropy import _dense, _plain_sparse, _sparse
 from ._divergence import _entropy, _kl
 from ._prob_losses import _grad_binary_cross_entropy as binary_cross_entropy
 from ._prob_losses import _grad_categorical_cross_entropy as categorical_cross_entropy
@@ -123,14 +123,8 @@ def sparse_softmax_cross_entropy(
            [ 0. ,  0. ]]))
     """
     # --- fast path: one fused loss + gradient kernel (``_kernels``) ---
-    if (
-        where is None
-        and class_weights is None
-        and label_smoothing == 0.0
-        and z_loss == 0.0
-        and softcap is None
-        and temperature == 1.0
-        and xp is None
+    if _plain_sparse(
+        where, class_weights, label_smoothing, z_loss, softcap, temperature, xp
     ):
         fast = _kernels.sparse_softmax_cross_entropy_grad(
             logits, labels, axis, ignore_index, reduction

@@ -751,9 +751,7 @@ def sparse_softmax_cross_entropy_grad(
     loss, lo, grad = _sparse_grad_rows(sp, scale, dtype)
     value = _sparse_value(sp, loss, lo, reduction, count)
     g = _grad_to_input(sp, grad)
-    if inp.back is None:
-        return value, g
-    return inp.back(np.asarray(value)), inp.back(g)
+    return _back_pair(inp, value, g)
 
 
 def softmax_cross_entropy_grad(
@@ -780,11 +778,8 @@ def softmax_cross_entropy_grad(
     a = _class_axis(axis, x.ndim)
     if a is None:
         return None
-    if inp.back is None:
-        lab = labels if type(labels) is np.ndarray else None
-    else:
-        lab = _labels_view(labels, logits, kinds="iub")
-    if lab is None or lab.shape != x.shape or lab.dtype.kind not in "iub":
+    lab = _dense_labels(inp, labels, logits, kinds="iub")
+    if lab is None:
         return None  # float labels: the portable path (see above)
     mods = _load()
     if mods is None:
@@ -812,9 +807,7 @@ def softmax_cross_entropy_grad(
         value = h.reduce(value, reduction, out_dtype=x.dtype, count=count, xp=xp)
     g = grad.reshape(*expected, n)
     g = g if a == x.ndim - 1 else np.moveaxis(g, -1, a)
-    if inp.back is None:
-        return value, g
-    return inp.back(np.asarray(value)), inp.back(g)
+    return _back_pair(inp, value, g)
 
 
 def _py_two_sum(a: float, b: float) -> tuple[float, float]:
@@ -951,6 +944,26 @@ def _labels_view(labels: Any, logits: Any, *, kinds: str = "iu") -> Any | None:
     return lab if lab.dtype.kind in kinds else None
 
 
+def _dense_labels(inp: _Input, labels: Any, logits: Any, *, kinds: str) -> Any | None:
+    """Labels of the logits' shape as a NumPy array of a dtype kind in `kinds`,
+    or None (the portable path then converts or raises)."""
+    np, x = inp.np, inp.x
+    if inp.back is None:
+        lab = labels if type(labels) is np.ndarray else None
+    else:
+        lab = _labels_view(labels, logits, kinds=kinds)
+    if lab is None or lab.shape != x.shape or lab.dtype.kind not in kinds:
+        return None
+    return lab
+
+
+def _back_pair(inp: _Input, value: Any, g: Any) -> tuple[Any, Any]:
+    """A loss and its gradient back in the input's library."""
+    if inp.back is None:
+        return value, g
+    return inp.back(inp.np.asarray(value)), inp.back(g)
+
+
 # ------------------------------------------------------- the sigmoid family
 
 
@@ -1042,11 +1055,8 @@ def sigmoid_cross_entropy(logits: Any, labels: Any, reduction: str) -> Any | Non
     if inp is None:
         return None
     np, x = inp.np, inp.x
-    if inp.back is None:
-        lab = labels if type(labels) is np.ndarray else None
-    else:
-        lab = _labels_view(labels, logits, kinds="fiub")
-    if lab is None or lab.shape != x.shape or lab.dtype.kind not in "fiub":
+    lab = _dense_labels(inp, labels, logits, kinds="fiub")
+    if lab is None:
         return None
     mods = _sigmoid_mods()
     if mods is None:
