@@ -192,6 +192,35 @@ def test_adversarial(dtype: Any) -> None:
 
 
 @pytest.mark.parametrize("dtype", DTYPES)
+@pytest.mark.parametrize("n", [1, 7, 15, 16, 47])
+@pytest.mark.parametrize("parallel", [False, True])
+def test_short_rows(
+    dtype: Any, n: int, parallel: bool, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """Rows of a few classes share a flat ``exp`` pass by blocks of rows.
+
+    Several blocks (2048 elements each), special rows at the blocks' edges,
+    and the parallel drivers (their chunks start inside a block).
+    """
+    if parallel:
+        monkeypatch.setattr(_kernels, "_PARALLEL_MIN", 1000)
+    per_block = max(1, 2048 // n)
+    rows = 2 * per_block + 5
+    x = (RNG.standard_normal((rows, n)) * 20).astype(dtype)
+    adv = _adversarial(dtype)
+    special = np.tile(adv, (1, -(-n // adv.shape[1])))[:, :n]
+    at = sorted(
+        {*range(4), *range(per_block - 3, per_block + 4)}
+        | {*range(2 * per_block - 2, 2 * per_block + 3), rows - 3, rows - 2, rows - 1}
+    )
+    for k, i in enumerate(at):
+        x[i] = special[k % len(special)]
+    x[at[::2]] = x[at[::2]][:, ::-1]  # the special values elsewhere in the rows
+    with np.errstate(invalid="ignore", over="ignore"):
+        check_all(x, what=f"short rows n={n} {np.dtype(dtype)} parallel={parallel}")
+
+
+@pytest.mark.parametrize("dtype", DTYPES)
 def test_one_class_and_single_row(dtype: Any) -> None:
     check_all(np.asarray([[3.0], [-np.inf], [np.inf], [0.0]], dtype=dtype), what="1")
     check_all(np.asarray([1.0, 2.0, 0.5], dtype=dtype), what="1-d")

@@ -88,10 +88,36 @@ _state: dict[str, Any] = {}
 _PARALLEL_LOCK = threading.Lock()
 
 
+_OFF_NAME = "LOGITKIT_DISABLE_KERNELS"
+_ON_VALUES = frozenset(("", "0", "false", "False", "no"))
+# ``os.environ`` encodes the key on every lookup (~1.5 us, a tenth of a small
+# call); its mapping of encoded keys and values is read directly where it has
+# one (CPython's ``os.environ._data``, kept in step by ``os.environ[...] =``,
+# ``putenv`` aside, as ``os.environ.get`` itself is).
+_ENV_DATA = getattr(os.environ, "_data", None)
+try:
+    _OFF_KEY: Any = os.environ.encodekey(_OFF_NAME)  # type: ignore[attr-defined]
+    _ON_RAW = frozenset(
+        os.environ.encodevalue(v)  # type: ignore[attr-defined]
+        for v in _ON_VALUES
+    )
+except (AttributeError, TypeError):  # another mapping: ``os.environ.get``
+    _ENV_DATA = None
+
+
 def disabled() -> bool:
-    """Whether ``LOGITKIT_DISABLE_KERNELS`` turns the kernels off."""
-    v = os.environ.get("LOGITKIT_DISABLE_KERNELS", "")
-    return v not in ("", "0", "false", "False", "no")
+    """Whether ``LOGITKIT_DISABLE_KERNELS`` turns the kernels off (read per call)."""
+    if type(_ENV_DATA) is dict:
+        raw = _ENV_DATA.get(_OFF_KEY)
+        return raw is not None and raw not in _ON_RAW
+    return os.environ.get(_OFF_NAME, "") not in _ON_VALUES
+
+
+def _label_range(lab: Any) -> tuple[int, int]:
+    """``(lab.min(), lab.max())`` of a non-empty 1-D integer array (one pass)."""
+    from ._labels import label_range
+
+    return label_range(lab)  # type: ignore[no-any-return]
 
 
 def _load() -> tuple[ModuleType, ModuleType] | None:
@@ -150,8 +176,9 @@ def _input(x: Any) -> _Input | None:
     else:
         return None
     np = sys.modules["numpy"]
-    if view.dtype not in (np.float32, np.float64) or not view.dtype.isnative:
-        return None
+    dt = view.dtype
+    if dt.kind != "f" or dt.itemsize not in (4, 8) or not dt.isnative:
+        return None  # float32/float64 (``dtype == np.float32`` costs ~0.3 us)
     if view.ndim == 0 or view.size == 0 or disabled():
         return None
     return _Input(np, view, back, aligned)
@@ -389,11 +416,19 @@ def _panels(kernels: tuple[Any, Any], rows: int, n: int, *args: Any) -> None:
 
 def _kernel(mods: tuple[ModuleType, ModuleType], dtype: Any, name: str) -> Any:
     """The (serial, parallel) pair of kernel `name` for `dtype`, or None."""
-    mod = mods[0] if dtype == sys.modules["numpy"].float32 else mods[1]
+    key = (id(mods[0]), dtype.itemsize, name)
+    got = _KERNELS.get(key, _KERNELS)
+    if got is not _KERNELS:
+        return got
+    mod = mods[0] if dtype.itemsize == 4 else mods[1]
     serial = getattr(mod, name + "_serial", None)
-    if serial is None:
-        return None
-    return serial, getattr(mod, name + "_parallel")
+    pair = None if serial is None else (serial, getattr(mod, name + "_parallel"))
+    _KERNELS[key] = pair
+    return pair
+
+
+#: ``_kernel``'s answers (float32/float64 told apart by the item size).
+_KERNELS: dict[tuple[int, int, str], Any] = {}
 
 
 def _run(kernels: tuple[Any, Any], rows: int, n: int, *args: Any) -> None:
@@ -585,10 +620,10 @@ def _sparse_setup(
         lab = _labels_view(labels, logits)
         if lab is None:
             return None
-        xp = h.array_namespace(lab)
+    elif type(labels) is np.ndarray:
+        lab = labels
     else:
-        xp = h.array_namespace(x)
-        lab = labels if type(labels) is np.ndarray else h.labels_array(labels, x, xp=xp)
+        lab = h.labels_array(labels, x, xp=h.array_namespace(x))
     if lab.dtype.kind not in "iu":
         if foreign:
             return None
@@ -601,10 +636,12 @@ def _sparse_setup(
         h.check_shape(lab, expected, x, what="of the logits without axis")
     kept = None
     if ignore_index is None:
-        if lab.size and (lab.min() < 0 or lab.max() >= n):
-            if foreign:
-                return None
-            h.check_labels(lab, n, name="labels", xp=xp)
+        if lab.size:
+            lo, hi = _label_range(lab.reshape(-1))
+            if lo < 0 or hi >= n:
+                if foreign:
+                    return None
+                h.check_labels(lab, n, name="labels", xp=h.array_namespace(lab))
         y = lab.astype(np.int64, copy=False).reshape(-1)
     else:
         kept = lab != np.asarray(int(ignore_index), dtype=lab.dtype)
@@ -612,7 +649,7 @@ def _sparse_setup(
         if y.size and (y.min() < -1 or y.max() >= n or (lab[kept] < 0).any()):
             if foreign:
                 return None
-            h.check_kept_positions(lab, kept, n, xp=xp)
+            h.check_kept_positions(lab, kept, n, xp=h.array_namespace(lab))
     y = np.ascontiguousarray(y)
     return _Sparse(inp, kernel, _view(np, _last(np, x, a)), y, kept, a, expected)
 

@@ -423,9 +423,135 @@ def _dense_ce_grad_row(
 # Drivers: serial, and parallel over `nchunks` chunks of rows (one buffer each).
 
 
+# Short rows (n < _SHORT_N): the vector loops of the row functions leave a
+# row of a few classes to their scalar remainders, so the ``exp`` of a block
+# of rows is taken in one flat (vectorised) pass; the sums and writes are
+# the row functions' formulas (rows with a NaN or a non-finite maximum take
+# the row functions themselves).
+
+#: Below this many classes a block of rows shares one flat ``exp`` pass
+#: (measured on AVX-512: 2.1x faster at n = 10, 1.3x at n = 33).
+_SHORT_N = 48
+#: Elements of a block of short rows (its buffers stay in L1).
+_SHORT_BLOCK = 2048
+
+
+@njit(**_KW)  # type: ignore[untyped-decorator]
+def _short_bufs(n: int) -> tuple[int, Any, Any, Any, Any]:
+    """Rows per block and the buffers of :func:`_block_stats`."""
+    b = max(1, _SHORT_BLOCK // n)
+    return (
+        b,
+        np.empty(b * n, np.float64),
+        np.empty(b * n, np.float64),
+        np.empty((b, 2), np.float64),
+        np.empty(n, np.float64),
+    )
+
+
+@njit(**_KW)  # type: ignore[untyped-decorator]
+def _block_stats(x: Any, b0: int, b1: int, mb: Any, e: Any, st: Any) -> None:
+    """``st[i - b0] = (m, S)`` of rows ``b0:b1``, ``exp(d_j)`` in `e` from ``(i - b0) n``.
+
+    ``S`` is NaN for a row the row functions must take (a NaN in it, or a
+    maximum that is not finite).
+    """
+    n = x.shape[1]
+    for i in range(b0, b1):
+        r = i - b0
+        m = _row_max(x, i, n)
+        st[r, 0] = m
+        mm = m if math.isfinite(m) else 0.0
+        for j in range(n):
+            mb[r * n + j] = mm
+    xf = x[b0:b1].reshape(-1)
+    for k in range((b1 - b0) * n):
+        e[k] = exp_nonpos(np.float64(xf[k]) - mb[k])
+    for i in range(b0, b1):
+        r = i - b0
+        m = st[r, 0]
+        s = 0.0
+        t = 0.0
+        for j in range(n):
+            d = np.float64(x[i, j]) - m
+            s += e[r * n + j] if d != 0.0 else 0.0
+            t += 1.0 if d == 0.0 else 0.0
+        s = s + (t - 1.0)
+        st[r, 1] = s if math.isfinite(m) else math.nan
+
+
+@njit(**_KW)  # type: ignore[untyped-decorator]
+def _softmax_short(x: Any, out: Any, r0: int, r1: int) -> None:
+    n = x.shape[1]
+    b, mb, e, st, buf = _short_bufs(n)
+    for b0 in range(r0, r1, b):
+        b1 = min(r1, b0 + b)
+        _block_stats(x, b0, b1, mb, e, st)
+        for i in range(b0, b1):
+            r = i - b0
+            if math.isnan(st[r, 1]):
+                _softmax_row(x, out, i, n, buf)
+                continue
+            q = 1.0 / (1.0 + st[r, 1])
+            for j in range(n):
+                out[i, j] = e[r * n + j] * q
+
+
+@njit(**_KW)  # type: ignore[untyped-decorator]
+def _log_softmax_short(x: Any, out: Any, r0: int, r1: int) -> None:
+    n = x.shape[1]
+    b, mb, e, st, buf = _short_bufs(n)
+    for b0 in range(r0, r1, b):
+        b1 = min(r1, b0 + b)
+        _block_stats(x, b0, b1, mb, e, st)
+        for i in range(b0, b1):
+            r = i - b0
+            if math.isnan(st[r, 1]):
+                _log_softmax_row(x, out, i, n, buf)
+                continue
+            m = st[r, 0]
+            big = math.log1p(st[r, 1])
+            for j in range(n):
+                out[i, j] = (np.float64(x[i, j]) - m) - big
+
+
+@njit(**_KW)  # type: ignore[untyped-decorator]
+def _lse_short(x: Any, out: Any, r0: int, r1: int) -> None:
+    n = x.shape[1]
+    b, mb, e, st, buf = _short_bufs(n)
+    for b0 in range(r0, r1, b):
+        b1 = min(r1, b0 + b)
+        _block_stats(x, b0, b1, mb, e, st)
+        for i in range(b0, b1):
+            r = i - b0
+            if math.isnan(st[r, 1]):
+                _lse_row(x, out, i, n, buf)
+            else:
+                out[i] = st[r, 0] + math.log1p(st[r, 1])
+
+
+@njit(**_KW)  # type: ignore[untyped-decorator]
+def _ce_short(x: Any, labels: Any, out: Any, r0: int, r1: int) -> None:
+    n = x.shape[1]
+    b, mb, e, st, buf = _short_bufs(n)
+    for b0 in range(r0, r1, b):
+        b1 = min(r1, b0 + b)
+        _block_stats(x, b0, b1, mb, e, st)
+        for i in range(b0, b1):
+            r = i - b0
+            y = labels[i]
+            if y < 0 or math.isnan(st[r, 1]):
+                _ce_row(x, labels, out, i, n, buf)
+            else:
+                out[i] = math.log1p(st[r, 1]) - (np.float64(x[i, y]) - st[r, 0])
+
+
 @njit(**_KW)  # type: ignore[untyped-decorator]
 def softmax_serial(x: Any, out: Any, _nchunks: int) -> None:
     rows, n = x.shape
+    if n < _SHORT_N:
+        _softmax_short(x, out, 0, rows)
+        return
     buf = np.empty(n, np.float64)
     for i in range(rows):
         _softmax_row(x, out, i, n, buf)
@@ -435,14 +561,21 @@ def softmax_serial(x: Any, out: Any, _nchunks: int) -> None:
 def softmax_parallel(x: Any, out: Any, nchunks: int) -> None:
     rows, n = x.shape
     for c in prange(nchunks):
+        lo_c, hi_c = c * rows // nchunks, (c + 1) * rows // nchunks
+        if n < _SHORT_N:
+            _softmax_short(x, out, lo_c, hi_c)
+            continue
         buf = np.empty(n, np.float64)
-        for i in range(c * rows // nchunks, (c + 1) * rows // nchunks):
+        for i in range(lo_c, hi_c):
             _softmax_row(x, out, i, n, buf)
 
 
 @njit(**_KW)  # type: ignore[untyped-decorator]
 def log_softmax_serial(x: Any, out: Any, _nchunks: int) -> None:
     rows, n = x.shape
+    if n < _SHORT_N:
+        _log_softmax_short(x, out, 0, rows)
+        return
     buf = np.empty(n, np.float64)
     for i in range(rows):
         _log_softmax_row(x, out, i, n, buf)
@@ -452,14 +585,21 @@ def log_softmax_serial(x: Any, out: Any, _nchunks: int) -> None:
 def log_softmax_parallel(x: Any, out: Any, nchunks: int) -> None:
     rows, n = x.shape
     for c in prange(nchunks):
+        lo_c, hi_c = c * rows // nchunks, (c + 1) * rows // nchunks
+        if n < _SHORT_N:
+            _log_softmax_short(x, out, lo_c, hi_c)
+            continue
         buf = np.empty(n, np.float64)
-        for i in range(c * rows // nchunks, (c + 1) * rows // nchunks):
+        for i in range(lo_c, hi_c):
             _log_softmax_row(x, out, i, n, buf)
 
 
 @njit(**_KW)  # type: ignore[untyped-decorator]
 def logsumexp_serial(x: Any, out: Any, _nchunks: int) -> None:
     rows, n = x.shape
+    if n < _SHORT_N:
+        _lse_short(x, out, 0, rows)
+        return
     buf = np.empty(n, np.float64)
     for i in range(rows):
         _lse_row(x, out, i, n, buf)
@@ -469,14 +609,21 @@ def logsumexp_serial(x: Any, out: Any, _nchunks: int) -> None:
 def logsumexp_parallel(x: Any, out: Any, nchunks: int) -> None:
     rows, n = x.shape
     for c in prange(nchunks):
+        lo_c, hi_c = c * rows // nchunks, (c + 1) * rows // nchunks
+        if n < _SHORT_N:
+            _lse_short(x, out, lo_c, hi_c)
+            continue
         buf = np.empty(n, np.float64)
-        for i in range(c * rows // nchunks, (c + 1) * rows // nchunks):
+        for i in range(lo_c, hi_c):
             _lse_row(x, out, i, n, buf)
 
 
 @njit(**_KW)  # type: ignore[untyped-decorator]
 def sparse_ce_serial(x: Any, labels: Any, out: Any, _nchunks: int) -> None:
     rows, n = x.shape
+    if n < _SHORT_N:
+        _ce_short(x, labels, out, 0, rows)
+        return
     buf = np.empty(n, np.float64)
     for i in range(rows):
         _ce_row(x, labels, out, i, n, buf)
@@ -486,8 +633,12 @@ def sparse_ce_serial(x: Any, labels: Any, out: Any, _nchunks: int) -> None:
 def sparse_ce_parallel(x: Any, labels: Any, out: Any, nchunks: int) -> None:
     rows, n = x.shape
     for c in prange(nchunks):
+        lo_c, hi_c = c * rows // nchunks, (c + 1) * rows // nchunks
+        if n < _SHORT_N:
+            _ce_short(x, labels, out, lo_c, hi_c)
+            continue
         buf = np.empty(n, np.float64)
-        for i in range(c * rows // nchunks, (c + 1) * rows // nchunks):
+        for i in range(lo_c, hi_c):
             _ce_row(x, labels, out, i, n, buf)
 
 

@@ -326,21 +326,27 @@ def _exp_row(x: Any, i: int, n: int, m: float, buf: Any) -> None:
 
 
 @njit(**_KW)  # type: ignore[untyped-decorator]
-def _sum_row(x: Any, i: int, n: int, m: float, buf: Any) -> tuple[float, float]:
-    """``S`` of :func:`_row` from :func:`_exp_row`'s `buf`: four running sums."""
+def _sum_span(
+    x: Any, i: int, n: int, m: float, e_hi: Any, e_lo: Any, off: int
+) -> tuple[float, float]:
+    """``S`` of row `i` from its ``exp`` parts ``e_hi[off + j] + e_lo[off + j]``.
+
+    Four running compensated sums (the entries equal to `m` left out, their
+    count less one added at the end).
+    """
     s0 = s1 = s2 = s3 = 0.0
     c0 = c1 = c2 = c3 = 0.0
     ties = 0
     n4 = n - n % 4
     for j in range(0, n4, 4):
-        e0 = buf[0, j] if x[i, j] != m else 0.0
-        e1 = buf[0, j + 1] if x[i, j + 1] != m else 0.0
-        e2 = buf[0, j + 2] if x[i, j + 2] != m else 0.0
-        e3 = buf[0, j + 3] if x[i, j + 3] != m else 0.0
-        l0 = buf[1, j] if x[i, j] != m else 0.0
-        l1 = buf[1, j + 1] if x[i, j + 1] != m else 0.0
-        l2 = buf[1, j + 2] if x[i, j + 2] != m else 0.0
-        l3 = buf[1, j + 3] if x[i, j + 3] != m else 0.0
+        e0 = e_hi[off + j] if x[i, j] != m else 0.0
+        e1 = e_hi[off + j + 1] if x[i, j + 1] != m else 0.0
+        e2 = e_hi[off + j + 2] if x[i, j + 2] != m else 0.0
+        e3 = e_hi[off + j + 3] if x[i, j + 3] != m else 0.0
+        l0 = e_lo[off + j] if x[i, j] != m else 0.0
+        l1 = e_lo[off + j + 1] if x[i, j + 1] != m else 0.0
+        l2 = e_lo[off + j + 2] if x[i, j + 2] != m else 0.0
+        l3 = e_lo[off + j + 3] if x[i, j + 3] != m else 0.0
         s0, f0 = two_sum(s0, e0)
         s1, f1 = two_sum(s1, e1)
         s2, f2 = two_sum(s2, e2)
@@ -350,8 +356,8 @@ def _sum_row(x: Any, i: int, n: int, m: float, buf: Any) -> tuple[float, float]:
         c2 += f2 + l2
         c3 += f3 + l3
     for j in range(n4, n):
-        e0 = buf[0, j] if x[i, j] != m else 0.0
-        l0 = buf[1, j] if x[i, j] != m else 0.0
+        e0 = e_hi[off + j] if x[i, j] != m else 0.0
+        l0 = e_lo[off + j] if x[i, j] != m else 0.0
         s0, f0 = two_sum(s0, e0)
         c0 += f0 + l0
     for j in range(n):
@@ -366,6 +372,12 @@ def _sum_row(x: Any, i: int, n: int, m: float, buf: Any) -> tuple[float, float]:
         s, f = two_sum(s, float(ties) - 1.0)
         c += f
     return two_sum(s, c)
+
+
+@njit(**_KW)  # type: ignore[untyped-decorator]
+def _sum_row(x: Any, i: int, n: int, m: float, buf: Any) -> tuple[float, float]:
+    """``S`` of :func:`_row` from :func:`_exp_row`'s `buf` (:func:`_sum_span`)."""
+    return _sum_span(x, i, n, m, buf[0], buf[1], 0)
 
 
 @njit(**_KW)  # type: ignore[untyped-decorator]
@@ -466,18 +478,34 @@ def _row(x: Any, i: int, n: int, buf: Any, store: bool) -> tuple[float, float, f
 @njit(**_KW)  # type: ignore[untyped-decorator]
 def _softmax_row(x: Any, out: Any, i: int, n: int, buf: Any) -> None:
     _, s_hi, s_lo = _row(x, i, n, buf, True)
+    _softmax_write(out, i, n, buf[0], buf[1], 0, s_hi, s_lo)
+
+
+@njit(**_KW)  # type: ignore[untyped-decorator]
+def _softmax_write(
+    out: Any, i: int, n: int, e_hi: Any, e_lo: Any, off: int, s_hi: float, s_lo: float
+) -> None:
+    """Row `i` of softmax: ``(e_hi + e_lo)[off + j] / (1 + S)``, NaN if ``S`` is."""
     if math.isnan(s_hi):
         for j in range(n):
             out[i, j] = math.nan
         return
     den_hi, den_lo = add_dd(1.0, 0.0, s_hi, s_lo)
     for j in range(n):
-        out[i, j] = div_dd(buf[0, j], buf[1, j], den_hi, den_lo)[0]
+        out[i, j] = div_dd(e_hi[off + j], e_lo[off + j], den_hi, den_lo)[0]
 
 
 @njit(**_KW)  # type: ignore[untyped-decorator]
 def _log_softmax_row(x: Any, out: Any, i: int, n: int, buf: Any) -> None:
     m, s_hi, s_lo = _row(x, i, n, buf, False)
+    _log_softmax_write(x, out, i, n, m, s_hi, s_lo)
+
+
+@njit(**_KW)  # type: ignore[untyped-decorator]
+def _log_softmax_write(
+    x: Any, out: Any, i: int, n: int, m: float, s_hi: float, s_lo: float
+) -> None:
+    """Row `i` of log_softmax from its statistics: ``d_j - log1p(S)``."""
     if math.isnan(s_hi):
         for j in range(n):
             out[i, j] = math.nan
@@ -491,6 +519,12 @@ def _log_softmax_row(x: Any, out: Any, i: int, n: int, buf: Any) -> None:
 @njit(**_KW)  # type: ignore[untyped-decorator]
 def _lse_row(x: Any, out: Any, i: int, n: int, buf: Any) -> None:
     m, s_hi, s_lo = _row(x, i, n, buf, False)
+    _lse_write(out, i, m, s_hi, s_lo)
+
+
+@njit(**_KW)  # type: ignore[untyped-decorator]
+def _lse_write(out: Any, i: int, m: float, s_hi: float, s_lo: float) -> None:
+    """``out[i] = m + log1p(S)`` (NaN if ``S`` is)."""
     if math.isnan(s_hi):
         out[i] = math.nan
         return
@@ -509,20 +543,28 @@ def _ce_row(
         lo[i] = 0.0
         return 0.0, 0.0
     m, s_hi, s_lo = _row(x, i, n, buf, False)
+    _ce_write(x, y, out, lo, i, m, s_hi, s_lo)
+    return m, s_hi
+
+
+@njit(**_KW)  # type: ignore[untyped-decorator]
+def _ce_write(
+    x: Any, y: int, out: Any, lo: Any, i: int, m: float, s_hi: float, s_lo: float
+) -> None:
+    """The loss ``log1p(S) - d_y`` of row `i` (label ``y >= 0``) and its low part."""
     if math.isnan(s_hi):
         out[i] = math.nan
         lo[i] = 0.0
-        return m, s_hi
+        return
     big, small = log1p_dd(s_hi, s_lo)
     d, dl = _d(x[i, y], m)
     if not math.isfinite(d):
         out[i] = big - d
         lo[i] = 0.0
-        return m, s_hi
+        return
     t_hi, t_lo = add_dd(big, small, -d, -dl)
     out[i] = t_hi
     lo[i] = t_lo if abs(t_hi) < _DD_SAFE and math.isfinite(t_hi) else 0.0
-    return m, s_hi
 
 
 @njit(**_KW)  # type: ignore[untyped-decorator]
@@ -624,12 +666,157 @@ def _ce_bwd_row(
     _grad_write(x, grad, i, n, buf, m, s, y, scale[i])
 
 
+# Short rows (n < _SHORT_N): a row of a few classes leaves the vector loops
+# of the row functions to their scalar remainders, so the ``exp`` of a block
+# of rows is taken in one flat (vectorised) pass instead; the sums and the
+# writes are the row functions' own (the same values).
+
+#: Below this many classes a block of rows shares one flat ``exp`` pass
+#: (measured on AVX-512: 3.3x faster at n = 10, even at n = 16).
+_SHORT_N = 16
+#: Elements of a block of short rows (its buffers stay in L1).
+_SHORT_BLOCK = 2048
+
+
+@njit(**_KW)  # type: ignore[untyped-decorator]
+def _exp_flat(xf: Any, mb: Any, e_hi: Any, e_lo: Any, cnt: int) -> None:
+    """``e_hi[k] + e_lo[k] = exp_dd(xf[k] - mb[k])`` for ``k < cnt``, as :func:`_exp_row`."""
+    slow = 0
+    for k in range(cnt):
+        v = xf[k]
+        m = mb[k]
+        d = v - m
+        bb = d - v
+        dl = (v - (d - bb)) + (-m - bb)
+        fast = d >= _FAST_MIN
+        h, lo = exp_neg_dd(d if fast else 0.0, dl if fast else 0.0)
+        e_hi[k] = h if fast else 0.0
+        e_lo[k] = lo if fast else 0.0
+        slow += 1 if (d < _FAST_MIN and d >= _EXP_MIN) else 0
+    if slow > 0:
+        for k in range(cnt):
+            d, dl = _d(xf[k], mb[k])
+            if d < _FAST_MIN and d >= _EXP_MIN:
+                e_hi[k], e_lo[k] = exp_dd(d, dl)
+
+
+@njit(**_KW)  # type: ignore[untyped-decorator]
+def _short_bufs(n: int) -> tuple[int, Any, Any, Any, Any, Any]:
+    """Rows per block and the buffers of :func:`_block_stats`."""
+    b = max(1, _SHORT_BLOCK // n)
+    return (
+        b,
+        np.empty(b * n, np.float64),
+        np.empty(b * n, np.float64),
+        np.empty(b * n, np.float64),
+        np.empty((b, 3), np.float64),
+        np.empty((2, n), np.float64),
+    )
+
+
+@njit(**_KW)  # type: ignore[untyped-decorator]
+def _block_stats(
+    x: Any, b0: int, b1: int, mb: Any, e_hi: Any, e_lo: Any, st: Any, buf: Any
+) -> None:
+    """:func:`_row` (with `store`) of rows ``b0:b1``: ``st[i - b0] = (m, S_hi, S_lo)``.
+
+    The ``exp`` parts of row `i` go to ``e_hi``/``e_lo`` from ``(i - b0) n``
+    on; rows with a NaN (``S_hi`` NaN) or a non-finite maximum take
+    :func:`_row` itself.
+    """
+    n = x.shape[1]
+    for i in range(b0, b1):
+        r = i - b0
+        m = -math.inf
+        for j in range(n):
+            m = maxnum64(m, x[i, j])
+        nan = False
+        for j in range(n):
+            if math.isnan(x[i, j]):
+                nan = True
+        st[r, 0] = m
+        st[r, 1] = math.nan if nan else 0.0
+        st[r, 2] = 0.0
+        mm = m if math.isfinite(m) else 0.0
+        for j in range(n):
+            mb[r * n + j] = mm
+    _exp_flat(x[b0:b1].reshape(-1), mb, e_hi, e_lo, (b1 - b0) * n)
+    for i in range(b0, b1):
+        r = i - b0
+        m = st[r, 0]
+        if math.isnan(st[r, 1]):
+            continue
+        if math.isfinite(m):
+            st[r, 1], st[r, 2] = _sum_span(x, i, n, m, e_hi, e_lo, r * n)
+        else:
+            _, st[r, 1], st[r, 2] = _row(x, i, n, buf, True)
+            for j in range(n):
+                e_hi[r * n + j] = buf[0, j]
+                e_lo[r * n + j] = buf[1, j]
+
+
+@njit(**_KW)  # type: ignore[untyped-decorator]
+def _softmax_short(x: Any, out: Any, r0: int, r1: int) -> None:
+    n = x.shape[1]
+    b, mb, e_hi, e_lo, st, buf = _short_bufs(n)
+    for b0 in range(r0, r1, b):
+        b1 = min(r1, b0 + b)
+        _block_stats(x, b0, b1, mb, e_hi, e_lo, st, buf)
+        for i in range(b0, b1):
+            r = i - b0
+            _softmax_write(out, i, n, e_hi, e_lo, r * n, st[r, 1], st[r, 2])
+
+
+@njit(**_KW)  # type: ignore[untyped-decorator]
+def _log_softmax_short(x: Any, out: Any, r0: int, r1: int) -> None:
+    n = x.shape[1]
+    b, mb, e_hi, e_lo, st, buf = _short_bufs(n)
+    for b0 in range(r0, r1, b):
+        b1 = min(r1, b0 + b)
+        _block_stats(x, b0, b1, mb, e_hi, e_lo, st, buf)
+        for i in range(b0, b1):
+            r = i - b0
+            _log_softmax_write(x, out, i, n, st[r, 0], st[r, 1], st[r, 2])
+
+
+@njit(**_KW)  # type: ignore[untyped-decorator]
+def _lse_short(x: Any, out: Any, r0: int, r1: int) -> None:
+    n = x.shape[1]
+    b, mb, e_hi, e_lo, st, buf = _short_bufs(n)
+    for b0 in range(r0, r1, b):
+        b1 = min(r1, b0 + b)
+        _block_stats(x, b0, b1, mb, e_hi, e_lo, st, buf)
+        for i in range(b0, b1):
+            r = i - b0
+            _lse_write(out, i, st[r, 0], st[r, 1], st[r, 2])
+
+
+@njit(**_KW)  # type: ignore[untyped-decorator]
+def _ce_short(x: Any, labels: Any, out: Any, lo: Any, r0: int, r1: int) -> None:
+    n = x.shape[1]
+    b, mb, e_hi, e_lo, st, buf = _short_bufs(n)
+    for b0 in range(r0, r1, b):
+        b1 = min(r1, b0 + b)
+        _block_stats(x, b0, b1, mb, e_hi, e_lo, st, buf)
+        for i in range(b0, b1):
+            r = i - b0
+            y = labels[i]
+            if y < 0:
+                out[i] = 0.0
+                lo[i] = 0.0
+            else:
+                _ce_write(x, y, out, lo, i, st[r, 0], st[r, 1], st[r, 2])
+
+
 # Drivers: serial, and parallel over `nchunks` chunks of rows (one buffer each).
 
 
 @njit(**_KW)  # type: ignore[untyped-decorator]
 def softmax_serial(x: Any, out: Any, _nchunks: int) -> None:
     rows, n = x.shape
+    if n < _SHORT_N:
+        _softmax_short(x, out, 0, rows)
+        return
     buf = np.empty((2, n), np.float64)
     for i in range(rows):
         _softmax_row(x, out, i, n, buf)
@@ -639,14 +826,21 @@ def softmax_serial(x: Any, out: Any, _nchunks: int) -> None:
 def softmax_parallel(x: Any, out: Any, nchunks: int) -> None:
     rows, n = x.shape
     for c in prange(nchunks):
+        lo_c, hi_c = c * rows // nchunks, (c + 1) * rows // nchunks
+        if n < _SHORT_N:
+            _softmax_short(x, out, lo_c, hi_c)
+            continue
         buf = np.empty((2, n), np.float64)
-        for i in range(c * rows // nchunks, (c + 1) * rows // nchunks):
+        for i in range(lo_c, hi_c):
             _softmax_row(x, out, i, n, buf)
 
 
 @njit(**_KW)  # type: ignore[untyped-decorator]
 def log_softmax_serial(x: Any, out: Any, _nchunks: int) -> None:
     rows, n = x.shape
+    if n < _SHORT_N:
+        _log_softmax_short(x, out, 0, rows)
+        return
     buf = np.empty((2, n), np.float64)
     for i in range(rows):
         _log_softmax_row(x, out, i, n, buf)
@@ -656,14 +850,21 @@ def log_softmax_serial(x: Any, out: Any, _nchunks: int) -> None:
 def log_softmax_parallel(x: Any, out: Any, nchunks: int) -> None:
     rows, n = x.shape
     for c in prange(nchunks):
+        lo_c, hi_c = c * rows // nchunks, (c + 1) * rows // nchunks
+        if n < _SHORT_N:
+            _log_softmax_short(x, out, lo_c, hi_c)
+            continue
         buf = np.empty((2, n), np.float64)
-        for i in range(c * rows // nchunks, (c + 1) * rows // nchunks):
+        for i in range(lo_c, hi_c):
             _log_softmax_row(x, out, i, n, buf)
 
 
 @njit(**_KW)  # type: ignore[untyped-decorator]
 def logsumexp_serial(x: Any, out: Any, _nchunks: int) -> None:
     rows, n = x.shape
+    if n < _SHORT_N:
+        _lse_short(x, out, 0, rows)
+        return
     buf = np.empty((2, n), np.float64)
     for i in range(rows):
         _lse_row(x, out, i, n, buf)
@@ -673,14 +874,21 @@ def logsumexp_serial(x: Any, out: Any, _nchunks: int) -> None:
 def logsumexp_parallel(x: Any, out: Any, nchunks: int) -> None:
     rows, n = x.shape
     for c in prange(nchunks):
+        lo_c, hi_c = c * rows // nchunks, (c + 1) * rows // nchunks
+        if n < _SHORT_N:
+            _lse_short(x, out, lo_c, hi_c)
+            continue
         buf = np.empty((2, n), np.float64)
-        for i in range(c * rows // nchunks, (c + 1) * rows // nchunks):
+        for i in range(lo_c, hi_c):
             _lse_row(x, out, i, n, buf)
 
 
 @njit(**_KW)  # type: ignore[untyped-decorator]
 def sparse_ce_serial(x: Any, labels: Any, out: Any, lo: Any, _nchunks: int) -> None:
     rows, n = x.shape
+    if n < _SHORT_N:
+        _ce_short(x, labels, out, lo, 0, rows)
+        return
     buf = np.empty((2, n), np.float64)
     for i in range(rows):
         _ce_row(x, labels, out, lo, i, n, buf)
@@ -690,8 +898,12 @@ def sparse_ce_serial(x: Any, labels: Any, out: Any, lo: Any, _nchunks: int) -> N
 def sparse_ce_parallel(x: Any, labels: Any, out: Any, lo: Any, nchunks: int) -> None:
     rows, n = x.shape
     for c in prange(nchunks):
+        lo_c, hi_c = c * rows // nchunks, (c + 1) * rows // nchunks
+        if n < _SHORT_N:
+            _ce_short(x, labels, out, lo, lo_c, hi_c)
+            continue
         buf = np.empty((2, n), np.float64)
-        for i in range(c * rows // nchunks, (c + 1) * rows // nchunks):
+        for i in range(lo_c, hi_c):
             _ce_row(x, labels, out, lo, i, n, buf)
 
 
