@@ -86,15 +86,14 @@ _KW: Any = {"cache": True, "nogil": True, "error_model": "numpy"}
 
 
 @njit(inline="always", **_KW)  # type: ignore[untyped-decorator]
-def exp_nonpos(d: float) -> float:
-    """``exp(d)`` for ``d <= 0`` (or NaN, which propagates); 0 below -708.
+def exp_poly(d: float) -> float:
+    """``exp(d)`` for ``_CUT <= d <= 0`` (NaN propagates), without clamps.
 
     No fast-math here: the shifter must not be folded.
     """
-    dc = _CUT if d < _CUT else d  # noqa: FURB136 (max() would drop a NaN)
-    t = fma(dc, _LOG2E, _SHIFT)
+    t = fma(d, _LOG2E, _SHIFT)
     k = t - _SHIFT
-    r = fma(-k, _LN2_HI, dc)
+    r = fma(-k, _LN2_HI, d)
     r = fma(-k, _LN2_LO, r)
     # Estrin's scheme: a short dependency chain (the loop is latency-bound).
     r2 = r * r
@@ -104,8 +103,30 @@ def exp_nonpos(d: float) -> float:
     b2 = fma(r2, _Q10, fma(r, _Q9, _Q8))
     q = fma(r4 * r4, b2, fma(r4, b1, b0))
     e = fma(r, q, 1.0)
-    e = e * as_float((as_int(t) + 1023) << 52)
+    return e * as_float((as_int(t) + 1023) << 52)
+
+
+@njit(inline="always", **_KW)  # type: ignore[untyped-decorator]
+def exp_nonpos(d: float) -> float:
+    """``exp(d)`` for ``d <= 0`` (or NaN, which propagates); 0 below -708."""
+    dc = _CUT if d < _CUT else d  # noqa: FURB136 (max() would drop a NaN)
+    e = exp_poly(dc)
     return 0.0 if d < _CUT else e
+
+
+@njit(fastmath={"nnan", "nsz", "reassoc"}, **_KW)  # type: ignore[untyped-decorator]
+def _row_range(x: Any, i: int, n: int) -> tuple[float, float]:
+    """The row's maximum and minimum (vectorised: ``maxnum`` of ``x`` and ``-x``).
+
+    With a NaN in the row either may be anything: the sums then see the NaN.
+    """
+    m = np.float32(-np.inf)
+    neg_lo = np.float32(-np.inf)
+    for j in range(n):
+        v = x[i, j]
+        m = maxnum32(m, v)
+        neg_lo = maxnum32(neg_lo, -v)
+    return float(m), -float(neg_lo)
 
 
 @njit(fastmath={"nnan", "nsz", "reassoc"}, **_KW)  # type: ignore[untyped-decorator]
@@ -117,15 +138,23 @@ def _row_max(x: Any, i: int, n: int) -> float:
 
 
 @njit(fastmath=_FM, **_KW)  # type: ignore[untyped-decorator]
-def _row_sum(x: Any, i: int, n: int, m: float) -> tuple[float, float]:
+def _row_sum(x: Any, i: int, n: int, m: float, lo: float) -> tuple[float, float]:
     """``exp(x_j - m)`` summed over ``x_j < m``, and the count of ``x_j = m``.
 
     ``S = s + (t - 1)`` is formed by the caller, outside this fast-math
     function: reassociated to ``(s + t) - 1`` it would lose a tiny ``s``.
-    A NaN in the row makes ``s`` NaN.
+    A NaN in the row makes ``s`` NaN. A row whose minimum `lo` is within
+    ``-_CUT`` of `m` needs no clamps (the same values, ~8 % faster).
     """
     s = 0.0
     t = 0.0
+    if lo - m >= _CUT:
+        for j in range(n):
+            d = np.float64(x[i, j]) - m
+            e = exp_poly(d)
+            s += e if d != 0.0 else 0.0
+            t += 1.0 if d == 0.0 else 0.0
+        return s, t
     for j in range(n):
         d = np.float64(x[i, j]) - m
         e = exp_nonpos(d)
@@ -135,10 +164,20 @@ def _row_sum(x: Any, i: int, n: int, m: float) -> tuple[float, float]:
 
 
 @njit(fastmath=_FM, **_KW)  # type: ignore[untyped-decorator]
-def _row_sum_store(x: Any, i: int, n: int, m: float, buf: Any) -> tuple[float, float]:
+def _row_sum_store(
+    x: Any, i: int, n: int, m: float, lo: float, buf: Any
+) -> tuple[float, float]:
     """:func:`_row_sum`, keeping each ``exp(x_j - m)`` in `buf`."""
     s = 0.0
     t = 0.0
+    if lo - m >= _CUT:
+        for j in range(n):
+            d = np.float64(x[i, j]) - m
+            e = exp_poly(d)
+            buf[j] = e
+            s += e if d != 0.0 else 0.0
+            t += 1.0 if d == 0.0 else 0.0
+        return s, t
     for j in range(n):
         d = np.float64(x[i, j]) - m
         e = exp_nonpos(d)
@@ -175,9 +214,9 @@ def _special(x: Any, i: int, n: int, m: float, buf: Any) -> tuple[float, float, 
 
 @njit(**_KW)  # type: ignore[untyped-decorator]
 def _softmax_row(x: Any, out: Any, i: int, n: int, buf: Any) -> None:
-    m = _row_max(x, i, n)
+    m, lo = _row_range(x, i, n)
     if math.isfinite(m):
-        s, t = _row_sum_store(x, i, n, m, buf)
+        s, t = _row_sum_store(x, i, n, m, lo, buf)
         s = s + (t - 1.0)
         if not math.isnan(s):
             r = 1.0 / (1.0 + s)
@@ -196,9 +235,9 @@ def _softmax_row(x: Any, out: Any, i: int, n: int, buf: Any) -> None:
 
 @njit(**_KW)  # type: ignore[untyped-decorator]
 def _log_softmax_row(x: Any, out: Any, i: int, n: int, buf: Any) -> None:
-    m = _row_max(x, i, n)
+    m, lo = _row_range(x, i, n)
     if math.isfinite(m):
-        s, t = _row_sum(x, i, n, m)
+        s, t = _row_sum(x, i, n, m, lo)
         s = s + (t - 1.0)
         if not math.isnan(s):
             big = math.log1p(s)
@@ -217,9 +256,9 @@ def _log_softmax_row(x: Any, out: Any, i: int, n: int, buf: Any) -> None:
 
 @njit(**_KW)  # type: ignore[untyped-decorator]
 def _lse_row(x: Any, out: Any, i: int, n: int, buf: Any) -> None:
-    m = _row_max(x, i, n)
+    m, lo = _row_range(x, i, n)
     if math.isfinite(m):
-        s, t = _row_sum(x, i, n, m)
+        s, t = _row_sum(x, i, n, m, lo)
         s = s + (t - 1.0)
         if not math.isnan(s):
             out[i] = m + math.log1p(s)
@@ -234,9 +273,9 @@ def _ce_row(x: Any, labels: Any, out: Any, i: int, n: int, buf: Any) -> None:
     if y < 0:  # ignored (validated in Python): loss 0, row not read
         out[i] = 0.0
         return
-    m = _row_max(x, i, n)
+    m, lo = _row_range(x, i, n)
     if math.isfinite(m):
-        s, t = _row_sum(x, i, n, m)
+        s, t = _row_sum(x, i, n, m, lo)
         s = s + (t - 1.0)
         if not math.isnan(s):
             out[i] = math.log1p(s) - (np.float64(x[i, y]) - m)
@@ -283,9 +322,9 @@ def _ce_grad_row(
             grad[i, j] = 0.0
         return
     c = scale[i]
-    m = _row_max(x, i, n)
+    m, lo = _row_range(x, i, n)
     if math.isfinite(m):
-        s, t = _row_sum_store(x, i, n, m, buf)
+        s, t = _row_sum_store(x, i, n, m, lo, buf)
         s = s + (t - 1.0)
         if not math.isnan(s):
             out[i] = math.log1p(s) - (np.float64(x[i, y]) - m)
@@ -323,9 +362,9 @@ def _ce_fwd_row(
     if y < 0:
         out[i] = 0.0
         return
-    m = _row_max(x, i, n)
+    m, lo = _row_range(x, i, n)
     if math.isfinite(m):
-        s, t = _row_sum_store(x, i, n, m, buf)
+        s, t = _row_sum_store(x, i, n, m, lo, buf)
         s = s + (t - 1.0)
         if not math.isnan(s):
             out[i] = math.log1p(s) - (np.float64(x[i, y]) - m)
@@ -355,7 +394,7 @@ def _ce_bwd_row(
             grad[i, j] = 0.0
         return
     if math.isfinite(m):
-        _row_sum_store(x, i, n, m, buf)  # the exp of _ce_grad_row, bit for bit
+        _row_sum_store(x, i, n, m, -math.inf, buf)  # _ce_grad_row's exp, bit for bit
     else:  # +inf maximum: exp(d_j) is 1 for the +inf entries, 0 elsewhere
         for j in range(n):
             buf[j] = 1.0 if x[i, j] == math.inf else 0.0
@@ -372,11 +411,11 @@ def _dense_ce_grad_row(
     adds ``y_j (L - d_j)`` over ``y_j != 0`` (``0 log 0 = 0``), as
     ``logitkit._cross_entropy._rows`` does.
     """
-    m = _row_max(x, i, n)
+    m, lo = _row_range(x, i, n)
     special = True
     s = 0.0
     if math.isfinite(m):
-        s, t = _row_sum_store(x, i, n, m, buf)
+        s, t = _row_sum_store(x, i, n, m, lo, buf)
         s = s + (t - 1.0)
         special = math.isnan(s)
     nan_row = False
