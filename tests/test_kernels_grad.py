@@ -161,6 +161,18 @@ def test_special_values(dtype: Any) -> None:
 
 
 @pytest.mark.parametrize("dtype", DTYPES)
+def test_single_class_rows(dtype: Any) -> None:
+    """One class: NaN gives a NaN gradient on both paths (the portable path gave 0)."""
+    x = np.asarray([[np.nan], [2.0], [-np.inf], [np.inf]], dtype=dtype)
+    check(x, np.zeros(4, dtype=np.int64), "one class")
+    check(x, np.zeros(4, dtype=np.int64), "one class", reduction="mean")
+    with np.errstate(invalid="ignore"):
+        _, g = portable(grad_ce, x, np.zeros(4, dtype=np.int64), reduction="none")
+    assert np.isnan(g[0, 0])
+    assert np.array_equal(g[1:], np.zeros((3, 1), dtype=dtype))
+
+
+@pytest.mark.parametrize("dtype", DTYPES)
 def test_layouts(dtype: Any) -> None:
     base = (RNG.standard_normal((6, 40, 30)) * 4).astype(dtype)
     cases = [

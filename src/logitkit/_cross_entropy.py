@@ -162,8 +162,11 @@ def _row_grad(
     if zcoef is not None:
         lse = xp.where(xp.isfinite(r.lse), r.lse, zero)
         g = g + (2.0 * zcoef) * lse * p
-    # A row with no valid entry has no gradient (and no NaN).
-    return xp.where(st.m == -xp.inf, zero, g)
+    # A row with no valid entry has no gradient (and no NaN); a row with a NaN
+    # has a NaN gradient throughout (its ``d`` is NaN throughout), even with a
+    # single class, where ``g_top`` does not see it.
+    g = xp.where(st.m == -xp.inf, zero, g)
+    return xp.where(xp.isnan(st.d), st.d, g)
 
 
 def _labels_array(labels: Any, like: Array, /, *, xp: ArrayNamespace) -> Array:
