@@ -12,6 +12,13 @@ the dtype of `x`:
 
 A row with no valid entry (all ``-inf``) has zero gradient, not NaN.
 
+For NumPy float32/float64 arrays (and CPU torch tensors and JAX arrays
+outside autograd and tracing) ``softmax`` and ``log_softmax`` run compiled
+kernels (``logitkit._kernels``): the same formulas, their sums taken in
+another order (the results agree to the rounding of those sums). They are
+also the backward of ``lk.softmax``/``lk.log_softmax`` on CPU tensors that
+torch autograd tracks.
+
 Examples
 --------
 >>> import numpy as np
@@ -25,6 +32,7 @@ from __future__ import annotations
 
 from typing import Any
 
+from . import _kernels
 from ._helpers import (
     adopt,
     as_array,
@@ -99,6 +107,12 @@ def softmax(
     >>> lk.vjp.softmax([0.0, 0.0], [1.0, 0.0])
     array([ 0.25, -0.25])
     """
+    # --- fast path: compiled kernels for NumPy float32/float64 (``_kernels``) ---
+    if xp is None:
+        fast = _kernels.normaliser_vjp(x, g, axis, name="softmax")
+        if fast is not None:
+            return fast
+    # --- end of fast path ---
     x, g, xp = _inputs(x, g, xp)
     axes = normalize_axis(axis, x.ndim)
     p, empty = _probs(x, axes, xp=xp)
@@ -137,6 +151,12 @@ def log_softmax(
     >>> lk.vjp.log_softmax([0.0, 0.0], [1.0, 0.0])
     array([ 0.5, -0.5])
     """
+    # --- fast path: compiled kernels for NumPy float32/float64 (``_kernels``) ---
+    if xp is None:
+        fast = _kernels.normaliser_vjp(x, g, axis, name="log_softmax")
+        if fast is not None:
+            return fast
+    # --- end of fast path ---
     x, g, xp = _inputs(x, g, xp)
     axes = normalize_axis(axis, x.ndim)
     p, empty = _probs(x, axes, xp=xp)

@@ -22,11 +22,12 @@ DLPack, without a copy, and the result is handed back the same way
 cheaper per call; ``jax.dlpack.from_dlpack``, which shares the buffer
 when it is C-contiguous and 64-byte aligned, as the outputs made here are
 for JAX, and copies otherwise). A CPU float tensor that autograd tracks
-takes the kernels in ``sparse_softmax_cross_entropy`` only, through a
-``torch.autograd.Function`` (``_torch_fn``: the loss kernel in forward, the
-gradient kernel in backward). Everything else of those libraries (autograd,
-tracers, other devices, ``torch.compile``, ``torch.func`` transforms) takes
-the portable path. Where a kernel runs, it
+takes the kernels in ``sparse_softmax_cross_entropy``, ``softmax`` and
+``log_softmax`` only, through ``torch.autograd.Function`` s (``_torch_fn``:
+the loss kernel in forward, the gradient kernel in backward; the softmax
+kernels in forward, the ``lk.vjp`` kernels in backward). Everything else
+of those libraries (autograd, tracers, other devices, ``torch.compile``,
+``torch.func`` transforms) takes the portable path. Where a kernel runs, it
 gives the portable path's values and special values, bit for bit but for the
 rare double roundings both are exposed to (see ``docs/performance.md``).
 
@@ -457,6 +458,12 @@ def _aliased(np: Any, x: Any, out: Any) -> bool:
 
 
 def _normalise(x: Any, axis: Any, out: Any, *, name: str) -> Any | None:
+    if out is None and is_torch_array(x) and _torch_tracked(x):
+        if _class_axis(axis, x.ndim) is None or x.numel() == 0:
+            return None
+        from . import _torch_fn
+
+        return _torch_fn.normalise(x, axis, name)
     inp = _input(x)
     if inp is None or (out is not None and inp.back is not None):
         return None  # `out=` is NumPy-only: the portable path raises
@@ -499,6 +506,44 @@ def softmax(x: Any, axis: Any, out: Any) -> Any | None:
 def log_softmax(x: Any, axis: Any, out: Any) -> Any | None:
     """``log_softmax(x, axis, out=out)`` by a kernel, or None."""
     return _normalise(x, axis, out, name="log_softmax")
+
+
+def normaliser_vjp(x: Any, g: Any, axis: Any, *, name: str) -> Any | None:
+    """``lk.vjp.softmax``/``log_softmax`` (`name`) of `x` and `g` by a kernel, or None.
+
+    `g` must be an array of `x`'s library, shape and dtype (anything else:
+    the portable path, which casts and checks).
+    """
+    inp = _input(x)
+    if inp is None:
+        return None
+    ginp = _input(g)
+    if ginp is None or (is_torch_array(x), is_jax_array(x)) != (
+        is_torch_array(g),
+        is_jax_array(g),
+    ):
+        return None  # g of another library: the portable path decides
+    np, xn, gn = inp.np, inp.x, ginp.x
+    if gn.shape != xn.shape or gn.dtype != xn.dtype:
+        return None
+    a = _class_axis(axis, xn.ndim)
+    if a is None:
+        return None
+    mods = _load()
+    if mods is None:
+        return None
+    kernel = _kernel(mods, xn.dtype, name + "_vjp")
+    if kernel is None:
+        return None
+    v = _last(np, xn, a)
+    n = xn.shape[a]
+    rows = xn.size // n
+    yr = _empty(np, (rows, n), xn.dtype, inp.aligned)
+    _panels(kernel, rows, n, _view(np, v), _view(np, _last(np, gn, a)), yr)
+    y = yr.reshape(v.shape)
+    if a != xn.ndim - 1:
+        y = np.moveaxis(y, -1, a)
+    return y if inp.back is None else inp.back(y)
 
 
 def logsumexp(x: Any, axis: Any, keepdims: bool, return_sign: bool) -> Any | None:

@@ -46,10 +46,14 @@ __all__ = [
     "dense_ce_grad_serial",
     "log_softmax_parallel",
     "log_softmax_serial",
+    "log_softmax_vjp_parallel",
+    "log_softmax_vjp_serial",
     "logsumexp_parallel",
     "logsumexp_serial",
     "softmax_parallel",
     "softmax_serial",
+    "softmax_vjp_parallel",
+    "softmax_vjp_serial",
     "sparse_ce_bwd_parallel",
     "sparse_ce_bwd_serial",
     "sparse_ce_fwd_parallel",
@@ -459,9 +463,6 @@ def _dense_ce_grad_row(
     grad[i, k] = ((y_rest - y_k * s) / den) * c
 
 
-# Drivers: serial, and parallel over `nchunks` chunks of rows (one buffer each).
-
-
 # Short rows (n < _SHORT_N): the vector loops of the row functions leave a
 # row of a few classes to their scalar remainders, so the ``exp`` of a block
 # of rows is taken in one flat (vectorised) pass; the sums and writes are
@@ -583,6 +584,9 @@ def _ce_short(x: Any, labels: Any, out: Any, r0: int, r1: int) -> None:
                 _ce_row(x, labels, out, i, n, buf)
             else:
                 out[i] = math.log1p(st[r, 1]) - (np.float64(x[i, y]) - st[r, 0])
+
+
+# Drivers: serial, and parallel over `nchunks` chunks of rows (one buffer each).
 
 
 @njit(**_KW)  # type: ignore[untyped-decorator]
@@ -763,3 +767,107 @@ def dense_ce_grad_parallel(
         buf = np.empty(n, np.float64)
         for i in range(c * rows // nchunks, (c + 1) * rows // nchunks):
             _dense_ce_grad_row(x, lab, scale, out, grad, i, n, buf)
+
+
+# Vector-Jacobian products (``lk.vjp.softmax`` / ``log_softmax``, the
+# backward of the torch autograd Function): ``p`` in float64 as
+# :func:`_softmax_row` forms it before its rounding, then
+# ``p (g - <g, p>)`` or ``g - p sum(g)`` in float64, rounded once.
+
+
+@njit(**_KW)  # type: ignore[untyped-decorator]
+def _probs_row(x: Any, i: int, n: int, buf: Any) -> float:
+    """``buf[j] * r = p_j`` (float64) of row `i`; ``r`` returned.
+
+    NaN for a row with a NaN, 0 for a row with no valid entry (its gradient
+    is 0, as ``lk.vjp``'s).
+    """
+    m, lo = _row_range(x, i, n)
+    if math.isfinite(m):
+        s, t = _row_sum_store(x, i, n, m, lo, buf)
+        s = s + (t - 1.0)
+        if not math.isnan(s):
+            return 1.0 / (1.0 + s)
+    m, s, nan_row = _special(x, i, n, m, buf)
+    if nan_row:
+        return math.nan
+    if m == -math.inf:
+        return 0.0
+    for j in range(n):
+        buf[j] = 1.0 if buf[j] == 0.0 else 0.0
+    return 1.0 / (1.0 + s)
+
+
+@njit(fastmath=_FM, **_KW)  # type: ignore[untyped-decorator]
+def _dot_p(g: Any, i: int, n: int, buf: Any, r: float) -> float:
+    acc = 0.0
+    for j in range(n):
+        acc += np.float64(g[i, j]) * (buf[j] * r)
+    return acc
+
+
+@njit(fastmath=_FM, **_KW)  # type: ignore[untyped-decorator]
+def _sum_g(g: Any, i: int, n: int) -> float:
+    acc = 0.0
+    for j in range(n):
+        acc += np.float64(g[i, j])
+    return acc
+
+
+@njit(**_KW)  # type: ignore[untyped-decorator]
+def _softmax_vjp_row(x: Any, g: Any, out: Any, i: int, n: int, buf: Any) -> None:
+    r = _probs_row(x, i, n, buf)
+    if r == 0.0 or math.isnan(r):
+        for j in range(n):
+            out[i, j] = r
+        return
+    inner = _dot_p(g, i, n, buf, r)
+    for j in range(n):
+        p = buf[j] * r
+        out[i, j] = p * (np.float64(g[i, j]) - inner)
+
+
+@njit(**_KW)  # type: ignore[untyped-decorator]
+def _log_softmax_vjp_row(x: Any, g: Any, out: Any, i: int, n: int, buf: Any) -> None:
+    r = _probs_row(x, i, n, buf)
+    if r == 0.0 or math.isnan(r):
+        for j in range(n):
+            out[i, j] = r
+        return
+    total = _sum_g(g, i, n)
+    for j in range(n):
+        out[i, j] = np.float64(g[i, j]) - (buf[j] * r) * total
+
+
+@njit(**_KW)  # type: ignore[untyped-decorator]
+def softmax_vjp_serial(x: Any, g: Any, out: Any, _nchunks: int) -> None:
+    rows, n = x.shape
+    buf = np.empty(n, np.float64)
+    for i in range(rows):
+        _softmax_vjp_row(x, g, out, i, n, buf)
+
+
+@njit(parallel=True, **_KW)  # type: ignore[untyped-decorator]
+def softmax_vjp_parallel(x: Any, g: Any, out: Any, nchunks: int) -> None:
+    rows, n = x.shape
+    for c in prange(nchunks):
+        buf = np.empty(n, np.float64)
+        for i in range(c * rows // nchunks, (c + 1) * rows // nchunks):
+            _softmax_vjp_row(x, g, out, i, n, buf)
+
+
+@njit(**_KW)  # type: ignore[untyped-decorator]
+def log_softmax_vjp_serial(x: Any, g: Any, out: Any, _nchunks: int) -> None:
+    rows, n = x.shape
+    buf = np.empty(n, np.float64)
+    for i in range(rows):
+        _log_softmax_vjp_row(x, g, out, i, n, buf)
+
+
+@njit(parallel=True, **_KW)  # type: ignore[untyped-decorator]
+def log_softmax_vjp_parallel(x: Any, g: Any, out: Any, nchunks: int) -> None:
+    rows, n = x.shape
+    for c in prange(nchunks):
+        buf = np.empty(n, np.float64)
+        for i in range(c * rows // nchunks, (c + 1) * rows // nchunks):
+            _log_softmax_vjp_row(x, g, out, i, n, buf)

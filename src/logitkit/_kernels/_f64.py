@@ -666,6 +666,100 @@ def _ce_bwd_row(
     _grad_write(x, grad, i, n, buf, m, s, y, scale[i])
 
 
+# Vector-Jacobian products (``lk.vjp.softmax`` / ``log_softmax``, the
+# backward of the torch autograd Function): ``p`` as :func:`_softmax_row`
+# gives it (double-double, rounded once: the portable float64 softmax), then
+# ``p (g - <g, p>)`` or ``g - p sum(g)`` in float64.
+
+
+@njit(**_KW)  # type: ignore[untyped-decorator]
+def _probs_row(x: Any, i: int, n: int, buf: Any) -> float:
+    """``buf[0, j] = p_j`` of row `i`; returns 1, NaN (a NaN row) or 0 (no valid entry)."""
+    m, s_hi, s_lo = _row(x, i, n, buf, True)
+    if math.isnan(s_hi):
+        return math.nan
+    if m == -math.inf:
+        return 0.0
+    den_hi, den_lo = add_dd(1.0, 0.0, s_hi, s_lo)
+    for j in range(n):
+        buf[0, j] = div_dd(buf[0, j], buf[1, j], den_hi, den_lo)[0]
+    return 1.0
+
+
+@njit(fastmath={"reassoc", "nsz"}, **_KW)  # type: ignore[untyped-decorator]
+def _dot_p(g: Any, i: int, n: int, buf: Any) -> float:
+    acc = 0.0
+    for j in range(n):
+        acc += g[i, j] * buf[0, j]
+    return acc
+
+
+@njit(fastmath={"reassoc", "nsz"}, **_KW)  # type: ignore[untyped-decorator]
+def _sum_g(g: Any, i: int, n: int) -> float:
+    acc = 0.0
+    for j in range(n):
+        acc += g[i, j]
+    return acc
+
+
+@njit(**_KW)  # type: ignore[untyped-decorator]
+def _softmax_vjp_row(x: Any, g: Any, out: Any, i: int, n: int, buf: Any) -> None:
+    ok = _probs_row(x, i, n, buf)
+    if ok != 1.0:
+        for j in range(n):
+            out[i, j] = ok
+        return
+    inner = _dot_p(g, i, n, buf)
+    for j in range(n):
+        out[i, j] = buf[0, j] * (g[i, j] - inner)
+
+
+@njit(**_KW)  # type: ignore[untyped-decorator]
+def _log_softmax_vjp_row(x: Any, g: Any, out: Any, i: int, n: int, buf: Any) -> None:
+    ok = _probs_row(x, i, n, buf)
+    if ok != 1.0:
+        for j in range(n):
+            out[i, j] = ok
+        return
+    total = _sum_g(g, i, n)
+    for j in range(n):
+        out[i, j] = g[i, j] - buf[0, j] * total
+
+
+@njit(**_KW)  # type: ignore[untyped-decorator]
+def softmax_vjp_serial(x: Any, g: Any, out: Any, _nchunks: int) -> None:
+    rows, n = x.shape
+    buf = np.empty((2, n), np.float64)
+    for i in range(rows):
+        _softmax_vjp_row(x, g, out, i, n, buf)
+
+
+@njit(parallel=True, **_KW)  # type: ignore[untyped-decorator]
+def softmax_vjp_parallel(x: Any, g: Any, out: Any, nchunks: int) -> None:
+    rows, n = x.shape
+    for c in prange(nchunks):
+        buf = np.empty((2, n), np.float64)
+        for i in range(c * rows // nchunks, (c + 1) * rows // nchunks):
+            _softmax_vjp_row(x, g, out, i, n, buf)
+
+
+@njit(**_KW)  # type: ignore[untyped-decorator]
+def log_softmax_vjp_serial(x: Any, g: Any, out: Any, _nchunks: int) -> None:
+    rows, n = x.shape
+    buf = np.empty((2, n), np.float64)
+    for i in range(rows):
+        _log_softmax_vjp_row(x, g, out, i, n, buf)
+
+
+@njit(parallel=True, **_KW)  # type: ignore[untyped-decorator]
+def log_softmax_vjp_parallel(x: Any, g: Any, out: Any, nchunks: int) -> None:
+    rows, n = x.shape
+    for c in prange(nchunks):
+        buf = np.empty((2, n), np.float64)
+        for i in range(c * rows // nchunks, (c + 1) * rows // nchunks):
+            _log_softmax_vjp_row(x, g, out, i, n, buf)
+
+
 # Short rows (n < _SHORT_N): a row of a few classes leaves the vector loops
 # of the row functions to their scalar remainders, so the ``exp`` of a block
 # of rows is taken in one flat (vectorised) pass instead; the sums and the

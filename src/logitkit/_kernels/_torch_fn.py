@@ -11,6 +11,13 @@ differentiable (``create_graph=True``: a second derivative, MAML) forms the
 gradient by the portable path's torch autograd instead, from the same
 saved logits.
 
+``softmax`` and ``log_softmax`` of such a tensor: the forward kernel on a
+detached view, and in backward the analytic vector-Jacobian product of
+:mod:`logitkit.vjp` (``p (g - <g, p>)``, ``g - p sum g``; its kernel
+``softmax_vjp``/``log_softmax_vjp`` on NumPy views of the tensors), so
+``x.grad`` is ``lk.vjp``'s bit for bit; with ``create_graph`` the same
+``lk.vjp`` by its torch operations, which autograd records.
+
 Imported only when such a tensor reaches :mod:`logitkit._kernels`.
 """
 
@@ -33,7 +40,7 @@ from . import (
     _view,
 )
 
-__all__ = ["sparse_ce"]
+__all__ = ["normalise", "sparse_ce"]
 
 
 class _SparseCrossEntropy(torch.autograd.Function):
@@ -102,3 +109,30 @@ def _portable_grad(ctx: Any, x: torch.Tensor, grad_out: torch.Tensor) -> Any:
 def sparse_ce(x: torch.Tensor, sp: _Sparse, reduction: str, count: float) -> Any:
     """The loss of `x` (checked into `sp` on a detached view), differentiable."""
     return _SparseCrossEntropy.apply(x, sp, reduction, count)  # type: ignore[no-untyped-call]
+
+
+class _Normaliser(torch.autograd.Function):
+    """softmax / log_softmax by the kernel in forward, ``lk.vjp`` in backward."""
+
+    @staticmethod
+    def forward(ctx: Any, x: torch.Tensor, axis: Any, name: str) -> torch.Tensor:
+        y = _kernels._normalise(x.detach(), axis, None, name=name)
+        ctx.save_for_backward(x)
+        ctx.axis, ctx.name = axis, name
+        return y  # type: ignore[no-any-return]
+
+    @staticmethod
+    def backward(ctx: Any, g: torch.Tensor) -> tuple[Any, ...]:
+        from .. import vjp
+
+        (x,) = ctx.saved_tensors
+        fn = vjp.softmax if ctx.name == "softmax" else vjp.log_softmax
+        axis = -1 if ctx.axis is None else ctx.axis
+        # Without create_graph: the kernel (x and g viewed as NumPy arrays);
+        # with it, lk.vjp's torch operations, which autograd records.
+        return fn(x, g.to(x.dtype), axis=axis), None, None
+
+
+def normalise(x: torch.Tensor, axis: Any, name: str) -> Any:
+    """``softmax``/``log_softmax`` (`name`) of `x` over `axis`, differentiable."""
+    return _Normaliser.apply(x, axis, name)  # type: ignore[no-untyped-call]
