@@ -9,8 +9,9 @@ library (``LOGITKIT_DISABLE_KERNELS=1``) as ``tests/test_kernels.py`` asks;
 type, dtype, device and shape are the portable path's; no copy is made of
 the input nor of the result; autograd and traced inputs (``requires_grad``,
 ``jax.jit``, ``jax.grad``) take the portable path and still differentiate
-(but the sparse cross entropy of a tensor autograd tracks: its
-``autograd.Function`` is tested in ``tests/test_kernels_grad.py``).
+(but the sparse cross entropy, softmax and log_softmax of a tensor
+autograd tracks: their ``autograd.Function`` s are tested in
+``tests/test_kernels_grad.py`` and ``tests/test_kernels_vjp.py``).
 """
 
 from __future__ import annotations
@@ -215,7 +216,8 @@ def test_zero_copy(lib: str, dtype: Any) -> None:
     assert OUTS[0][3].ctypes.data == address(lse)
 
 
-def test_torch_autograd_takes_the_portable_path() -> None:
+def test_torch_autograd_takes_the_autograd_functions() -> None:
+    """Tracked tensors: kernel-backed ``torch.autograd.Function`` s."""
     torch = _torch()
     xn = RNG.standard_normal((4, 6))
     x = torch.tensor(xn, requires_grad=True)
@@ -223,11 +225,13 @@ def test_torch_autograd_takes_the_portable_path() -> None:
     for fn, vjp in [(lk.softmax, lk.vjp.softmax), (lk.log_softmax, lk.vjp.log_softmax)]:
         CALLS.clear()
         y = fn(x)
-        assert CALLS == []
+        assert CALLS == [fn.__name__]
         assert y.requires_grad
         (dx,) = torch.autograd.grad(y, x, g)
+        assert CALLS == [fn.__name__, fn.__name__ + "_vjp"]
         want = vjp(xn, g.numpy())
-        np.testing.assert_allclose(dx.numpy(), want, rtol=1e-13, atol=1e-15)
+        assert np.array_equal(dx.numpy(), want)
+        CALLS.clear()
         with torch.no_grad():  # no graph wanted: the kernel, on a detached view
             y = fn(x)
         assert [fn.__name__] == CALLS
@@ -267,9 +271,10 @@ def test_torch_strided_and_parameter() -> None:
         _check(lk.softmax, x, xn, "softmax", axis=0)
     p = torch.nn.Parameter(base.clone())
     CALLS.clear()
-    lk.softmax(p).sum().backward()  # a parameter in a graph: the portable path
-    assert CALLS == []
+    lk.softmax(p).sum().backward()  # a parameter in a graph: the Function
+    assert CALLS == ["softmax", "softmax_vjp"]
     assert p.grad is not None
+    CALLS.clear()
     with torch.no_grad():
         y = lk.softmax(p)
     assert CALLS == ["softmax"]
