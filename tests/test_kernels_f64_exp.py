@@ -2,13 +2,18 @@
 
 It replaces ``exp_dd`` where ``-670 <= d <= 0``: its high part must be
 ``exp_dd``'s (the correctly rounded value), its double-double within
-``2**-86`` of it; the row loop must vectorise; below ``-670`` (results
-under ``2**-966``, subnormal ones) the kernels keep ``exp_dd``'s values.
+``2**-86`` of it and within ``2**-96.5`` of the exact value (checked with
+50-digit ``decimal``); the row loop must vectorise; below ``-670``
+(results under ``2**-966``, subnormal ones) the kernels keep ``exp_dd``'s
+values.
 """
 
 from __future__ import annotations
 
+import math
 import re
+from decimal import Decimal, localcontext
+from fractions import Fraction
 from typing import Any
 
 import numpy as np
@@ -52,6 +57,75 @@ def test_exp_neg_dd_matches_exp_dd() -> None:
     rel = ((o[2] - o[0]) + (o[3] - o[1])) / o[0]
     assert np.max(np.abs(rel)) < 2.0**-85
     assert _f64.exp_neg_dd(0.0, 0.0) == (1.0, 0.0)  # ties are (1, 0)
+
+
+@njit  # type: ignore[untyped-decorator]
+def _exp_neg_dd_of(d: Any, dl: Any) -> Any:
+    out = np.empty((2, d.size))
+    for j in range(d.size):
+        out[0, j], out[1, j] = _f64.exp_neg_dd(d[j], dl[j])
+    return out
+
+
+def _sweep(seed: int) -> tuple[np.ndarray, np.ndarray]:
+    """``d`` over all magnitudes in ``[-670, 0]``, ``|dl| <= ulp(d)/2``.
+
+    With the worst cases of the reduction: ``r`` at ``+-ln2/2048`` (the
+    polynomial's ends), ``r`` near 0 for ``k != 0``, ``dl = +-ulp(d)/2``
+    at ``|d| >= 512`` (the largest tail, ``2**-44``).
+    """
+    rng = np.random.default_rng(seed)
+    step = math.log(2.0) / 1024
+    k = rng.integers(-989_000, 1, 3000).astype(np.float64)
+    d = np.concatenate(
+        [
+            -np.exp2(rng.uniform(-70.0, math.log2(670.0), 12_000)),
+            -rng.uniform(512.0, 670.0, 2000),
+            k * step + step / 2 * (1 - np.exp2(rng.uniform(-50.0, -1.0, 3000))),
+            k * step - step / 2 * (1 - np.exp2(rng.uniform(-50.0, -1.0, 3000))),
+            k * step + np.exp2(rng.uniform(-64.0, -40.0, 3000)),
+            [0.0, -0.0, -5e-324, -1e-300, -(2.0**-12), -step / 2, -step, -1.0],
+            [-0.5, -np.log(2.0), -669.9, -670.0, -512.0, -np.nextafter(512.0, 0)],
+        ]
+    )
+    d = np.clip(d, _f64._FAST_MIN, 0.0)
+    half_ulp = np.spacing(np.abs(d)) / 2
+    dl = rng.uniform(-1.0, 1.0, d.size) * half_ulp
+    dl[rng.uniform(size=d.size) < 0.2] = 0.0
+    extreme = rng.uniform(size=d.size) < 0.2
+    dl[extreme] = np.where(rng.uniform(size=d.size) < 0.5, -1.0, 1.0)[extreme]
+    dl[extreme] *= half_ulp[extreme]
+    return d, dl
+
+
+@pytest.mark.parametrize("seed", [1, 2])
+def test_exp_neg_dd_against_decimal(seed: int) -> None:
+    """High part correctly rounded, relative error below ``2**-96.5``."""
+    d, dl = _sweep(seed)
+    got = _exp_neg_dd_of(d, dl)
+    worst = Fraction(0)
+    with localcontext() as ctx:
+        ctx.prec = 50  # exp to ~2**-166: exact enough
+        for j in range(d.size):
+            exact = (Decimal(float(d[j])) + Decimal(float(dl[j]))).exp()
+            assert got[0, j] == float(exact), (d[j], dl[j])
+            assert got[0, j] + got[1, j] == got[0, j]  # normalised
+            approx = Decimal(float(got[0, j])) + Decimal(float(got[1, j]))
+            rel = abs(Fraction(approx) / Fraction(exact) - 1)
+            worst = max(worst, rel)
+    assert worst < Fraction(2) ** -96 / Fraction(math.sqrt(2))  # 2**-96.5
+
+
+def test_exp_neg_dd_reduction_constants() -> None:
+    """``ln2/1024 = _STEP_HI + _STEP_LO`` to ``2**-119``, ``_STEP_HI`` of ulp ``2**-63``."""
+    with localcontext() as ctx:
+        ctx.prec = 60
+        step = Fraction(Decimal(2).ln()) / 1024
+    assert float(step) == _f64._STEP_HI
+    assert 2.0**-11 <= _f64._STEP_HI < 2.0**-10  # a multiple of 2**-63
+    rest = step - Fraction(_f64._STEP_HI) - Fraction(_f64._STEP_LO)
+    assert abs(_f64._STEP_LO) < 2.0**-65
+    assert abs(rest) < Fraction(2) ** -120
 
 
 @pytest.mark.parametrize("shift", [0.0, 600.0, 690.0, 740.0, 760.0])

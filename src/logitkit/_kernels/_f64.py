@@ -4,9 +4,11 @@ A scalar port of the portable float64 path (``logitkit._dd``: TwoSum,
 Dekker products, the table-driven ``exp_dd`` with its subnormal rounding,
 the Newton-corrected ``log1p_dd``), operation for operation, but for the hot
 loop: the ``exp(d_j)`` of a row with a finite maximum are those of
-:func:`exp_neg_dd`, a branch-free double-double exp that vectorises (no
-table, no floor or ldexp: a degree-22 polynomial on ``|r| <= ln2/2``),
-within ``2**-95`` of the exact value where ``exp_dd`` is within ``2**-86``;
+:func:`exp_neg_dd`, a branch-free double-double exp that vectorises
+(``exp_dd``'s table by gathers, no floor or ldexp: FMA reduction, a
+degree-7 polynomial on ``|r| <= ln2/2048``, four double-double Horner
+steps), within ``2**-96.5`` of the exact value where ``exp_dd`` is within
+``2**-86``;
 the few results below ``2**-966`` (where low parts lose digits, and the
 subnormal ones with ``exp_dd``'s rounding) are ``exp_dd``'s. The sum ``S``
 is a compensated sum in four running parts here, a pairwise tree there. All
@@ -84,13 +86,13 @@ _TAIL7 = 1.0 / 5040.0
 
 _KW: Any = {"cache": True, "nogil": True, "error_model": "numpy"}
 
-# The branch-free exp of the hot loop (exp_neg_dd): ln2 = _L1 + _L2 + _L3
-# (ln2/N's three parts times N = 2**10: exact; _L1, _L2 of 32 bits, so that
-# k * _L1 and k * _L2 are exact for |k| < 2**21), 1/n! as double-doubles.
-_LOG2E = 1.4426950408889634
-_L1 = _C1 * _N
-_L2 = _C2 * _N
-_L3 = _C3 * _N
+# The branch-free exp of the hot loop (exp_neg_dd): the reduction step
+# ln2/N = _STEP_HI + _STEP_LO + O(2**-120) (_STEP_HI the nearest float64, a
+# multiple of 2**-63; |_STEP_LO| < 2**-65), and 1/3! as a double-double.
+_STEP = Fraction(_C1) + Fraction(_C2) + Fraction(_C3)
+_STEP_HI = float(_STEP)
+_STEP_LO = float(_STEP - Fraction(_STEP_HI))
+_LOG2_N = _N.bit_length() - 1  # N = 2**10
 
 
 def _inv_factorial(n: int) -> tuple[float, float]:
@@ -99,20 +101,7 @@ def _inv_factorial(n: int) -> tuple[float, float]:
     return hi, float(f - Fraction(hi))
 
 
-_F = [_inv_factorial(n) for n in range(23)]
-_F3H, _F3L = _F[3]
-_F4H, _F4L = _F[4]
-_F5H, _F5L = _F[5]
-_F6H, _F6L = _F[6]
-_F7H, _F7L = _F[7]
-_F8H, _F8L = _F[8]
-_F9H, _F9L = _F[9]
-_F10H, _F10L = _F[10]
-_F11H, _F11L = _F[11]
-_F12H, _F12L = _F[12]
-_F13, _F14, _F15, _F16, _F17, _F18, _F19, _F20, _F21, _F22 = (
-    _F[n][0] for n in range(13, 23)
-)
+_F3H, _F3L = _inv_factorial(3)
 # Below this d the hot loop leaves exp to exp_dd (results below 2**-966,
 # whose low parts lose digits, and subnormal results with their rounding).
 _FAST_MIN = -670.0
@@ -240,63 +229,69 @@ def exp_dd(hi: float, lo: float) -> tuple[float, float]:
 
 
 @njit(inline="always", **_KW)  # type: ignore[untyped-decorator]
-def _horner_dd(
-    a_hi: float, a_lo: float, r: float, c_hi: float, c_lo: float
-) -> tuple[float, float]:
-    """``a * r + c`` (double-double `a`, `c`; ``|a r| <= c_hi``), not normalised."""
-    p = a_hi * r
-    pe = fma(a_lo, r, fma(a_hi, r, -p))
-    s = c_hi + p
-    return s, (p - (s - c_hi)) + (pe + c_lo)
-
-
-@njit(inline="always", **_KW)  # type: ignore[untyped-decorator]
 def exp_neg_dd(d: float, dl: float) -> tuple[float, float]:
-    """``exp(d + dl)`` for ``_FAST_MIN <= d <= 0``, branch-free (it vectorises).
+    r"""``exp(d + dl)`` for ``_FAST_MIN <= d <= 0``, branch-free (it vectorises).
 
-    ``d + dl = k ln2 + r`` (k by the shifter, ``r`` a double-double,
-    ``|r| <= 0.3466``), ``exp(r)`` by its Taylor polynomial of degree 22
-    (truncation below ``2**-109``): the terms from ``r**13`` on in float64
-    (their rounding below ``2**-105``), the others by double-double Horner
-    steps (FMA products), the low part of ``r`` as ``exp(r_hi) r_lo``; times
-    ``2**k`` from the exponent bits (``k >= -967``: normal). Relative error
-    below ``2**-95`` (measured: ``2**-96``, from the rounding of
-    ``dl - k _L3``; ``exp_dd``: ``2**-88``). Normalised: the high part is
-    the correctly rounded ``exp`` but within ``~2**-95`` (relative) of a
+    `dl` a low part, ``|dl| <= 2**-44`` and ``|dl| <= |d|`` or ``d = 0``
+    (as the TwoSum error of ``d = x - m``: ``|dl| <= ulp(d)/2``). Tang's
+    reduction, as ``exp_dd``'s but by FMAs:
+    ``d + dl = k ln2/N + r`` (``N = 1024``, ``k = N q + j`` by the shifter,
+    ``|r| <= ln2/2N < 2**-11``) and
+
+    .. math::
+
+        e^{d + dl} = 2^q \, 2^{j/N} \, e^{r_{hi}} (1 + r_{lo}),
+
+    ``2**(j/N)`` the double-double of ``exp_dd``'s table (two gathers),
+    ``exp(r_hi)`` by its Taylor polynomial of degree 7 (truncation below
+    ``2**-107``): ``1/4! + ... + r**3/7!`` in float64, then four
+    double-double Horner steps ``c + r a`` (``hi = fma(a_hi, r, c)``, ``lo``
+    the residual ``fma(a_hi, r, c - hi)``, exact up to its own rounding,
+    plus ``a_lo r + c_lo``), for ``c = 1/3!, 1/2, 1, 1``; then one
+    double-double product with the table entry and ``2**q`` from the
+    exponent bits (``q >= -967``: normal).
+
+    Error, relative to the result (``|k| < 2**20``): ``r_hi + r_lo`` is
+    ``r`` but for ``2**-97`` (the one rounding of ``dl - k _STEP_LO``) and
+    ``2**-100.4`` (``ln2/N - _STEP_HI - _STEP_LO`` times ``k``); the
+    polynomial's float64 part and the Horner and product roundings add
+    below ``2**-102``. In all below ``2**-96.5`` (measured: ``2**-96.9``;
+    ``exp_dd``: ``2**-86``, measured ``2**-88``). Normalised: the high part
+    is the correctly rounded ``exp`` but within ``~2**-96`` (relative) of a
     tie, as ``exp_dd``'s is within ``~2**-86``.
     """
-    t = fma(d, _LOG2E, _SHIFT)
-    k = t - _SHIFT
-    # k _L1 and k _L2 are exact (|k| < 2**10), and so is d - k _L1 (k = 0,
-    # or a multiple of 2**-54 below 1/2: |d| > 1/4 and k _L1 of 32 bits).
-    r_hi, r_lo = two_sum(d - k * _L1, -(k * _L2))
-    r_hi, r_lo = two_sum(r_hi, (r_lo + dl) - k * _L3)
-    r = r_hi
-    q = fma(_F22, r, _F21)
-    q = fma(q, r, _F20)
-    q = fma(q, r, _F19)
-    q = fma(q, r, _F18)
-    q = fma(q, r, _F17)
-    q = fma(q, r, _F16)
-    q = fma(q, r, _F15)
-    q = fma(q, r, _F14)
-    q = fma(q, r, _F13)
-    a_hi, a_lo = _horner_dd(q, 0.0, r, _F12H, _F12L)
-    a_hi, a_lo = _horner_dd(a_hi, a_lo, r, _F11H, _F11L)
-    a_hi, a_lo = _horner_dd(a_hi, a_lo, r, _F10H, _F10L)
-    a_hi, a_lo = _horner_dd(a_hi, a_lo, r, _F9H, _F9L)
-    a_hi, a_lo = _horner_dd(a_hi, a_lo, r, _F8H, _F8L)
-    a_hi, a_lo = _horner_dd(a_hi, a_lo, r, _F7H, _F7L)
-    a_hi, a_lo = _horner_dd(a_hi, a_lo, r, _F6H, _F6L)
-    a_hi, a_lo = _horner_dd(a_hi, a_lo, r, _F5H, _F5L)
-    a_hi, a_lo = _horner_dd(a_hi, a_lo, r, _F4H, _F4L)
-    a_hi, a_lo = _horner_dd(a_hi, a_lo, r, _F3H, _F3L)
-    a_hi, a_lo = _horner_dd(a_hi, a_lo, r, 0.5, 0.0)
-    a_hi, a_lo = _horner_dd(a_hi, a_lo, r, 1.0, 0.0)
-    a_hi, a_lo = _horner_dd(a_hi, a_lo, r, 1.0, 0.0)
-    e_hi, e_lo = fast_two_sum(a_hi, fma(a_hi, r_lo, a_lo))
-    scale = as_float((as_int(t) + 1023) << 52)
-    return e_hi * scale, e_lo * scale
+    t = fma(d, _INV_STEP, _SHIFT)
+    k = t - _SHIFT  # |k| < 2**20
+    kk = as_int(t) - as_int(_SHIFT)
+    # d - k _STEP_HI is exact: for k != 0 a multiple of 2**-64 (|d| > 2**-12
+    # and _STEP_HI a multiple of 2**-63) below 2**-11 in magnitude. The
+    # tail is below 2**-43.5, its one rounding below 2**-97; TwoSum's fast
+    # form is exact as d - k _STEP_HI is a multiple of ulp(tail) (or k = 0
+    # and |dl| <= |d|).
+    r, r_lo = fast_two_sum(fma(-k, _STEP_HI, d), fma(-k, _STEP_LO, dl))
+    j = kk & (_N - 1)
+    t_hi = _T_HI[j]
+    t_lo = _T_LO[j]
+    # 1/4! + r/5! + r**2/6! + r**3/7! (times r**4 < 2**-46: rounding below
+    # 2**-103 of the result).
+    a = fma(fma(fma(_TAIL7, r, _TAIL6), r, _TAIL5), r, _TAIL4)
+    # c + r (a + a_lo) for c = 1/3!, 1/2, 1, 1; every c - hi is exact
+    # (Sterbenz: |r a| < c/2).
+    b = fma(a, r, _F3H)
+    b_lo = fma(a, r, _F3H - b) + _F3L
+    a = fma(b, r, 0.5)
+    a_lo = fma(b_lo, r, fma(b, r, 0.5 - a))
+    b = fma(a, r, 1.0)
+    b_lo = fma(a_lo, r, fma(a, r, 1.0 - b))
+    e = fma(b, r, 1.0)
+    e_lo = fma(b_lo, r, fma(b, r, 1.0 - e))
+    e_lo = fma(e, r_lo, e_lo)  # exp(r_lo) = 1 + r_lo (|r_lo| < 2**-64)
+    # (t_hi + t_lo)(e + e_lo), t_lo e_lo (below 2**-105) left out.
+    p = t_hi * e
+    p_lo = fma(t_hi, e_lo, fma(t_lo, e, fma(t_hi, e, -p)))
+    m_hi, m_lo = fast_two_sum(p, p_lo)
+    scale = as_float(((kk >> _LOG2_N) + 1023) << 52)  # 2**q, k = N q + j
+    return m_hi * scale, m_lo * scale
 
 
 @njit(**_KW)  # type: ignore[untyped-decorator]
