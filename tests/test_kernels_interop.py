@@ -225,10 +225,10 @@ def test_torch_autograd_takes_the_autograd_functions() -> None:
     for fn, vjp in [(lk.softmax, lk.vjp.softmax), (lk.log_softmax, lk.vjp.log_softmax)]:
         CALLS.clear()
         y = fn(x)
-        assert CALLS == [fn.__name__]
+        assert [fn.__name__] == CALLS
         assert y.requires_grad
         (dx,) = torch.autograd.grad(y, x, g)
-        assert CALLS == [fn.__name__, fn.__name__ + "_vjp"]
+        assert [fn.__name__, fn.__name__ + "_vjp"] == CALLS
         want = vjp(xn, g.numpy())
         assert np.array_equal(dx.numpy(), want)
         CALLS.clear()

@@ -4,6 +4,10 @@ from __future__ import annotations
 
 import subprocess
 import sys
+from typing import Any
+
+import numpy as np
+import pytest
 
 import logitkit as lk
 
@@ -30,6 +34,9 @@ PUBLIC = {
     "compat",
     "grad",
     "vjp",
+    "show_config",
+    "set_num_threads",
+    "get_num_threads",
 }
 
 
@@ -78,3 +85,46 @@ def test_lk_torch_is_loaded_on_first_use() -> None:
 
     with pytest.raises(AttributeError, match="no attribute 'nope'"):
         lk.nope  # noqa: B018
+
+
+def test_show_config_and_threads(monkeypatch: Any, capsys: Any) -> None:
+    info = lk.show_config(mode="dicts")
+    assert info is not None
+    assert info["packages"]["numpy"] is not None
+    kernels = info["kernels"]
+    assert kernels["active"] is lk._kernels.available()
+    assert lk.show_config() is None
+    out = capsys.readouterr().out
+    assert "NumPy float32/float64: " in out
+    assert ("compiled kernels" in out) is kernels["active"]
+    with pytest.raises(ValueError, match="`mode`"):
+        lk.show_config(mode="json")  # type: ignore[arg-type]
+    monkeypatch.setenv("LOGITKIT_DISABLE_KERNELS", "1")
+    off = lk.show_config(mode="dicts")
+    assert off is not None
+    assert off["kernels"] == {
+        "active": False,
+        "reason": "LOGITKIT_DISABLE_KERNELS is set",
+    }
+    monkeypatch.delenv("LOGITKIT_DISABLE_KERNELS")
+    if not kernels["active"]:
+        assert lk.get_num_threads() == 1
+        with pytest.raises(ValueError, match="not available"):
+            lk.set_num_threads(1)
+        return
+    before = lk.get_num_threads()
+    try:
+        lk.set_num_threads(1)
+        assert lk.get_num_threads() == 1
+        x = np.random.default_rng(0).standard_normal((1100, 1000))  # parallel size
+        assert np.array_equal(lk.softmax(x), lk.softmax(x.copy()))
+        import numba
+
+        assert numba.get_num_threads() == 1  # set by the parallel kernel's call
+        top = kernels["max_threads"]
+        for bad in (0, top + 1, 1.0, True, "2"):
+            with pytest.raises(ValueError, match="`n` must be an int from 1 to"):
+                lk.set_num_threads(bad)  # type: ignore[arg-type]
+    finally:
+        lk.set_num_threads(before)
+    assert lk.get_num_threads() == before

@@ -2,6 +2,7 @@
 
 from . import compat, grad, vjp
 from ._chunked import linear_cross_entropy
+from ._config import get_num_threads, set_num_threads, show_config
 from ._cross_entropy import softmax_cross_entropy, sparse_softmax_cross_entropy
 from ._divergence import kl_divergence, softmax_entropy
 from ._one_hot import one_hot
@@ -30,6 +31,7 @@ __all__ = [
     "binary_cross_entropy",
     "categorical_cross_entropy",
     "compat",
+    "get_num_threads",
     "grad",
     "kl_divergence",
     "linear_cross_entropy",
@@ -38,6 +40,8 @@ __all__ = [
     "logit",
     "logsumexp",
     "one_hot",
+    "set_num_threads",
+    "show_config",
     "sigmoid",
     "sigmoid_cross_entropy",
     "sigmoid_focal_loss",

@@ -97,11 +97,8 @@ _ON_VALUES = frozenset(("", "0", "false", "False", "no"))
 # ``putenv`` aside, as ``os.environ.get`` itself is).
 _ENV_DATA = getattr(os.environ, "_data", None)
 try:
-    _OFF_KEY: Any = os.environ.encodekey(_OFF_NAME)  # type: ignore[attr-defined]
-    _ON_RAW = frozenset(
-        os.environ.encodevalue(v)  # type: ignore[attr-defined]
-        for v in _ON_VALUES
-    )
+    _OFF_KEY: Any = os.environ.encodekey(_OFF_NAME)
+    _ON_RAW = frozenset(os.environ.encodevalue(v) for v in _ON_VALUES)
 except (AttributeError, TypeError):  # another mapping: ``os.environ.get``
     _ENV_DATA = None
 
@@ -118,7 +115,8 @@ def _label_range(lab: Any) -> tuple[int, int]:
     """``(lab.min(), lab.max())`` of a non-empty 1-D integer array (one pass)."""
     from ._labels import label_range
 
-    return label_range(lab)  # type: ignore[no-any-return]
+    lo, hi = label_range(lab)
+    return int(lo), int(hi)
 
 
 def _load() -> tuple[ModuleType, ModuleType] | None:

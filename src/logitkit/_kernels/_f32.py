@@ -31,6 +31,9 @@ Rows whose maximum is not finite or that hold a NaN take a scalar path with
 the portable path's special values.
 """
 
+# numba-compiled helpers are untyped for mypy: their results are Any.
+# mypy: disable-error-code="no-any-return"
+
 from __future__ import annotations
 
 import math

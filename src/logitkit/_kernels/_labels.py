@@ -9,7 +9,7 @@ from numba import njit
 __all__ = ["label_range"]
 
 
-@njit(cache=True, nogil=True)  # type: ignore[untyped-decorator]
+@njit(cache=True, nogil=True)
 def label_range(labels: Any) -> tuple[int, int]:
     """``(labels.min(), labels.max())`` of a non-empty 1-D integer array, in one pass.
 

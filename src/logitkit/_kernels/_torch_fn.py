@@ -115,11 +115,11 @@ class _Normaliser(torch.autograd.Function):
     """softmax / log_softmax by the kernel in forward, ``lk.vjp`` in backward."""
 
     @staticmethod
-    def forward(ctx: Any, x: torch.Tensor, axis: Any, name: str) -> torch.Tensor:
+    def forward(ctx: Any, x: torch.Tensor, axis: Any, name: str) -> Any:
         y = _kernels._normalise(x.detach(), axis, None, name=name)
         ctx.save_for_backward(x)
         ctx.axis, ctx.name = axis, name
-        return y  # type: ignore[no-any-return]
+        return y
 
     @staticmethod
     def backward(ctx: Any, g: torch.Tensor) -> tuple[Any, ...]:
