@@ -8,7 +8,8 @@ with the signs of zeros (float64 always; float32 but for a rare one-ulp
 double rounding where the kernel's value is the correctly rounded one), on
 random and adversarial rows, every reduction, ``ignore_index``, class axis
 0 and -1, F-ordered and strided input; and the kernel ran (a call counter).
-Also: ``lk.grad.softmax_cross_entropy`` (dense labels, float32 logits), and
+Also: ``lk.grad.softmax_cross_entropy`` (dense labels: float32 logits with
+integer labels, float64 logits with any real labels), and
 the ``torch.autograd.Function`` of the sparse loss on tensors autograd tracks.
 """
 
@@ -448,27 +449,49 @@ def test_torch_parameter_layouts_and_in_place() -> None:
     assert np.array_equal(w.grad.numpy(), want)
 
 
-# -------------------------------------- dense labels (float32 logits only)
+# ------------------------------------------------------------ dense labels
 
 dense_ce = lk.grad.softmax_cross_entropy
 
 
-def check_dense(x: np.ndarray, labels: Any, what: str = "", **kw: Any) -> None:
-    """The portable path's loss and gradient; by the kernel for integer labels.
+def _dense_kernel_takes(x: np.ndarray, labels: Any) -> bool:
+    """float32 logits: integer and bool labels; float64: any real labels."""
+    if type(labels) is not np.ndarray:
+        return False
+    kind = labels.dtype.kind
+    return kind in ("i", "u", "b") or (kind == "f" and x.dtype == np.float64)
 
-    Float labels keep the portable path: its per-row label sums are NumPy
-    sums in an order the kernel does not follow (see
-    ``test_dense_float_labels_keep_the_portable_path``).
+
+def _assert_bits(kern: Any, port: Any, what: str) -> None:
+    """The same values, signs of zeros too (NaN equal to NaN)."""
+    k, p = np.asarray(kern), np.asarray(port)
+    assert k.shape == p.shape, what
+    assert np.array_equal(k, p, equal_nan=True), what
+    nan = np.isnan(k)
+    assert np.array_equal(np.signbit(k[~nan]), np.signbit(p[~nan])), what
+
+
+def check_dense(x: np.ndarray, labels: Any, what: str = "", **kw: Any) -> None:
+    """The portable path's loss and gradient, by the kernel where it takes them.
+
+    float32 logits: integer or bool labels (float labels keep the portable
+    path: its label sums are NumPy sums in an order that kernel does not
+    follow, see ``test_dense_float_labels_keep_the_portable_path``); float64
+    logits: any real labels, bit for bit (that kernel follows NumPy's order).
     """
     CALLS.clear()
     with np.errstate(all="ignore"):
         loss, g = dense_ce(x, labels, **kw)
-        want = ["dense_ce_grad"] if np.asarray(labels).dtype.kind in "iub" else []
+        want = ["dense_ce_grad"] if _dense_kernel_takes(x, labels) else []
         assert want == CALLS, CALLS
         p_loss, p_g = portable(dense_ce, x, labels, **kw)
     assert type(loss) is type(p_loss)
     assert g.shape == x.shape
     assert g.dtype == x.dtype
+    if x.dtype == np.float64:
+        _assert_bits(loss, p_loss, f"dense loss {what} {kw}")
+        _assert_bits(g, p_g, f"dense grad {what} {kw}")
+        return
 
     def exact(i: int) -> Any:
         x64 = x.astype(np.float64)
@@ -483,33 +506,43 @@ def _soft(shape: tuple[int, ...], axis: int = -1) -> np.ndarray:
     return np.asarray(lk.softmax(RNG.standard_normal(shape) * 3, axis=axis))
 
 
+@pytest.mark.parametrize("dtype", DTYPES)
 @pytest.mark.parametrize("scale", [1.0, 10.0, 100.0])
 @pytest.mark.parametrize("shape", [(64, 10), (50, 1000), (6, 4000), (2, 5, 7)])
-def test_dense_random(scale: float, shape: tuple[int, ...]) -> None:
-    x = (RNG.standard_normal(shape) * scale).astype(np.float32)
+def test_dense_random(dtype: Any, scale: float, shape: tuple[int, ...]) -> None:
+    x = (RNG.standard_normal(shape) * scale).astype(dtype)
     onehot = np.eye(shape[-1])[RNG.integers(0, shape[-1], shape[:-1])]
     soft = _soft(shape)
     for labels in [onehot, soft, soft.astype(np.float32), onehot.astype(np.int8)]:
         for reduction in REDUCTIONS:
             check_dense(x, labels, f"{shape} {labels.dtype}", reduction=reduction)
     check_dense(x, onehot.astype(bool), "bool labels")
+    counts = RNG.integers(0, 4, shape)  # several nonzero labels per row
+    check_dense(x, counts, "counts", reduction="sum")
+    distilled = np.asarray(lk.softmax(x.astype(np.float64) * 0.9))  # p ~ y
+    check_dense(x, distilled, "distillation", reduction="mean")
 
 
-def test_dense_parallel_rows() -> None:
-    x = (RNG.standard_normal((300, 4000)) * 8).astype(np.float32)
+@pytest.mark.parametrize("dtype", DTYPES)
+def test_dense_parallel_rows(dtype: Any) -> None:
+    x = (RNG.standard_normal((300, 4000)) * 8).astype(dtype)
     assert x.size >= _kernels._PARALLEL_MIN
     onehot = np.eye(x.shape[1], dtype=np.int8)[RNG.integers(0, x.shape[1], len(x))]
     check_dense(x, onehot, "parallel", reduction="mean")
+    if dtype == np.float64:
+        check_dense(x, _soft(x.shape), "parallel, soft labels", reduction="sum")
 
 
-def test_dense_adversarial() -> None:
+@pytest.mark.parametrize("dtype", DTYPES)
+def test_dense_adversarial(dtype: Any) -> None:
     """Special rows against one-hot labels on every position, and odd labels."""
-    x = _adversarial(np.float32)
+    x = _adversarial(dtype)
     n = x.shape[1]
     for c in range(n):
         labels = np.zeros(x.shape)
         labels[:, c] = 1.0
         check_dense(x, labels, f"one-hot {c}")
+        check_dense(x, (labels > 0).astype(np.int64), f"one-hot {c}", reduction="mean")
     odd = _soft(x.shape)
     odd[0] = 0.0  # no label mass at all
     odd[1, 0] = np.nan
@@ -518,13 +551,145 @@ def test_dense_adversarial() -> None:
     odd[4, ::2] = 0.0
     odd[5] = 1e30
     odd[6] = -0.0
+    odd[7, :2] = [1e300, -1e300]  # products not split (above 2**990)
+    odd[8] = 3.0
+    odd[9, 4] = -np.inf
     for reduction in REDUCTIONS:
         check_dense(x, odd, "odd labels", reduction=reduction)
         check_dense(x[7:], _soft(x[7:].shape), "soft", reduction=reduction)
+        check_dense(x, RNG.integers(0, 3, x.shape), "counts", reduction=reduction)
 
 
-def test_dense_layouts() -> None:
-    base = (RNG.standard_normal((6, 40, 30)) * 4).astype(np.float32)
+def test_dense_float64_special_rows() -> None:
+    """Single classes, ties, signed zeros, infinities, NaN rows; the labels
+    one class or many, zero, negative, huge."""
+    x = np.asarray(
+        [
+            [0.0, -0.0, -0.0, -1.0],  # ties at 0 of both signs
+            [-0.0, -0.0, -5.0, -800.0],
+            [np.inf, 1.0, np.inf, -np.inf],
+            [-np.inf, -np.inf, -np.inf, -np.inf],
+            [np.nan, 0.0, 1.0, 2.0],
+            [1e308, -1e308, 0.0, 1.0],  # x - m overflows
+            [5.0, 5.0, 5.0, 5.0],
+            [0.0, 800.0, 0.0, 0.0],  # S = 0 and L = 0
+            [-745.5, 0.0, -700.0, -1e-300],  # exp's slow and subnormal range
+        ]
+    )
+    rows, n = x.shape
+    labels = [
+        np.eye(n)[np.arange(rows) % n],
+        np.eye(n)[(np.arange(rows) + 1) % n] * -2.0,
+        np.full(x.shape, 0.25),
+        np.full(x.shape, -0.0),
+        np.asarray([[0.5, 0.0, 0.0, 0.5]] * rows),
+        np.full(x.shape, 1e300),
+        np.full(x.shape, 2**60, dtype=np.int64),  # sums of huge integers round
+    ]
+    for y in labels:
+        for reduction in REDUCTIONS:
+            check_dense(x, y, f"special rows, labels {y[0]}", reduction=reduction)
+    for i in range(rows):  # 1-d: a 0-d loss (NumPy's scalar, as the portable path)
+        check_dense(x[i], labels[0][i], f"1-d row {i}")
+        check_dense(x[i], labels[2][i], f"1-d row {i}", reduction="sum")
+    one = np.asarray([[np.nan], [2.0], [-np.inf], [np.inf], [-0.0]])
+    for y in (
+        np.ones((5, 1)),
+        np.full((5, 1), -3.0),
+        np.zeros((5, 1)),
+        np.ones((5, 1), bool),
+    ):
+        for reduction in REDUCTIONS:
+            check_dense(one, y, "one class", reduction=reduction)
+
+
+def test_dense_float64_huge_integer_labels_in_numpys_order() -> None:
+    """Label sums that round (integers above 2**53) in either order NumPy takes:
+    pairwise along C-ordered rows, one term at a time along F-ordered ones."""
+    x = RNG.standard_normal((40, 300))
+    y = RNG.integers(2**55, 2**60, x.shape) * RNG.integers(0, 2, x.shape)
+    for labels in (
+        y,
+        np.asfortranarray(y),
+        y.astype(np.float64),
+        np.asfortranarray(y * 1.0),
+    ):
+        for reduction in REDUCTIONS:
+            check_dense(
+                x, labels, f"{labels.dtype} {labels.strides}", reduction=reduction
+            )
+
+
+def test_dense_float64_cancelling_labels_take_the_portable_path() -> None:
+    """Signed labels summing to 0 cancel ``L`` in the loss, which then lies
+    on a tie often (a quarter of these rows) and is rounded by the last bits
+    of ``S``'s low part, not the kernel's: the kernel flags such rows and
+    the call takes the portable path."""
+    from logitkit._kernels import _f64
+
+    x = RNG.standard_normal((200, 3)) * 5
+    y = RNG.integers(-3, 4, x.shape).astype(np.float64)
+    y[:, 2] = -(y[:, 0] + y[:, 1])  # every row sums to 0
+    rows = len(x)
+    loss, lo, grad = np.empty(rows), np.empty(rows), np.empty_like(x)
+    flag = np.zeros(rows, dtype=np.uint8)
+    _f64.dense_ce_grad_serial(x, y, np.ones(rows), loss, grad, lo, flag, False, 1)
+    multi = (y != 0).sum(1) >= 2
+    assert np.array_equal(flag, multi.astype(np.uint8))
+    for reduction in REDUCTIONS:
+        check_dense(x, y, "cancelling labels", reduction=reduction)
+        check_dense(x[~multi], y[~multi], "one label or none", reduction=reduction)
+    y[:, 2] += 1e-3  # no longer cancelling: the kernel's answer
+    flag[:] = 1
+    _f64.dense_ce_grad_serial(x, y, np.ones(rows), loss, grad, lo, flag, False, 1)
+    assert not flag.any()
+    check_dense(x, y, "not cancelling")
+    y[0, 0] = 2.0**53  # (bit 2: the sums of row 0 may round)
+    _f64.dense_ce_grad_serial(x, y, np.ones(rows), loss, grad, lo, flag, False, 1)
+    assert flag[0] == 2
+    assert not flag[1:].any()
+
+
+def test_dense_layouts_float64_labels_and_sum_order() -> None:
+    """The label sum ``Y`` follows NumPy's order: the kernel's answer for it
+    (``_kernels._sum_order``) against ``np.sum`` on random layouts."""
+    from logitkit._kernels import _f64
+
+    rng = np.random.default_rng(3)
+    seen = set()
+    for _ in range(400):
+        nd = int(rng.integers(1, 5))
+        shape = tuple(int(s) for s in rng.integers(1, 9, nd))
+        if rng.random() < 0.3:
+            shape = (*shape[:-1], int(rng.integers(100, 300)))
+        big = [2 * s for s in shape]
+        base = rng.standard_normal(big) * 10.0 ** rng.integers(-8, 8, big)
+        steps = tuple(slice(None, None, int(rng.choice([1, 2, -1]))) for _ in shape)
+        v = np.transpose(base, rng.permutation(nd))[steps]
+        v = v[tuple(slice(0, s) for s in (*v.shape[:-1], shape[-1]))]
+        if rng.random() < 0.3:
+            v = np.asfortranarray(v)
+        seq = _kernels._sum_order(v)
+        if seq is None:
+            continue
+        seen.add(seq)
+        c = np.ascontiguousarray(v).reshape(-1, v.shape[-1])
+        got = [_f64._np_sum(row, len(row), seq, -1) for row in c]
+        want = np.sum(v, axis=-1).reshape(-1)
+        assert np.array_equal(np.asarray(got), want), (v.shape, v.strides)
+    assert seen == {False, True}
+    for n in [*range(1, 300), 1000, 4097, 32000, 100003]:  # NumPy's pairwise sum
+        a = rng.standard_normal(n) * 10.0 ** rng.integers(-5, 5, n)
+        k = int(rng.integers(0, n))
+        assert _f64._np_sum(a, n, False, -1) == np.sum(a)
+        assert _f64._np_sum(a, n, False, k) == np.sum(
+            np.where(np.arange(n) == k, 0.0, a)
+        )
+
+
+@pytest.mark.parametrize("dtype", DTYPES)
+def test_dense_layouts(dtype: Any) -> None:
+    base = (RNG.standard_normal((6, 40, 30)) * 4).astype(dtype)
     cases = [
         (base[:, ::2, 1::3], 1),
         (np.asfortranarray(base[0]), -1),
@@ -532,20 +697,31 @@ def test_dense_layouts() -> None:
         (base, 0),
         (base[..., ::-1], -1),
         (base[0, 0], -1),
+        (np.asfortranarray(base), 2),
     ]
     for x, axis in cases:
         labels = _soft(x.shape, axis)
         for reduction in REDUCTIONS:
             check_dense(x, labels, f"axis {axis}", axis=axis, reduction=reduction)
-        labels_f = np.asfortranarray(labels) if labels.ndim == 2 else labels
+        labels_f = np.asfortranarray(labels)
         check_dense(x, labels_f, f"F-order labels, axis {axis}", axis=axis)
+        check_dense(x, labels[..., ::-1], f"reversed labels, axis {axis}", axis=axis)
+        n = x.shape[axis]
+        hot = np.moveaxis(np.eye(n, dtype=np.int16)[_labels(x, axis)], -1, axis)
+        check_dense(
+            x, np.asfortranarray(hot), f"F-order int labels, axis {axis}", axis=axis
+        )
+        distilled = np.asarray(lk.softmax(x.astype(np.float64), axis=axis))
+        check_dense(
+            x, np.asfortranarray(distilled), f"F distillation {axis}", axis=axis
+        )
 
 
 def test_dense_float_labels_keep_the_portable_path() -> None:
     """Distillation: labels = softmax(logits), p_j ~ y_j. Summing the float
     labels in another order than NumPy's moved 7373 of 64000 gradient
     elements by an ulp (a review found it): float labels are not the
-    kernel's."""
+    float32 kernel's. The float64 kernel adds them in NumPy's order."""
     y = RNG.random((64, 1000))
     y /= y.sum(1, keepdims=True)
     x = np.log(y).astype(np.float32)
@@ -556,6 +732,9 @@ def test_dense_float_labels_keep_the_portable_path() -> None:
         p_loss, p_g = portable(dense_ce, x, labels, reduction="sum")
         assert np.array_equal(loss, p_loss)
         assert np.array_equal(g, p_g)
+        for x64 in (np.log(y), np.asfortranarray(np.log(y))):
+            for lab in (labels, np.asfortranarray(labels)):
+                check_dense(x64, lab, "float64 distillation", reduction="sum")
 
 
 def test_dense_what_keeps_the_portable_path() -> None:
@@ -563,11 +742,16 @@ def test_dense_what_keeps_the_portable_path() -> None:
     y = _soft((4, 5))
     x32 = x.astype(np.float32)
     for args, kw in [
-        ((x, y), {}),  # float64: NumPy's pairwise label sums
+        ((x32, y), {}),  # float32 logits: NumPy's pairwise label sums
         ((x32, y), {"label_smoothing": 0.1}),
+        ((x, y), {"label_smoothing": 0.1}),
         ((x32, y), {"where": np.ones((4, 5), bool)}),
+        ((x, y), {"where": np.ones((4, 5), bool)}),
         ((x32, y), {"axis": (0, 1)}),
+        ((x, y), {"axis": (0, 1)}),
         ((x32, y.tolist()), {}),
+        ((x, y.tolist()), {}),
+        ((x, np.broadcast_to(y[:1], (4, 5))), {}),  # strides that do not tell
     ]:
         CALLS.clear()
         loss, g = dense_ce(*args, **kw)
@@ -575,12 +759,54 @@ def test_dense_what_keeps_the_portable_path() -> None:
         p_loss, p_g = portable(dense_ce, *args, **kw)
         assert np.array_equal(loss, p_loss)
         assert np.array_equal(g, p_g)
-    for labels, kw in [(y[:, :4], {}), (y, {"reduction": "avg"}), (y + 0j, {})]:
-        with pytest.raises((ValueError, TypeError)) as port_err:
-            portable(dense_ce, x32, labels, **kw)
-        with pytest.raises(type(port_err.value)) as kern_err:
-            dense_ce(x32, labels, **kw)
-        assert str(kern_err.value) == str(port_err.value)
+    for xx in (x32, x):
+        for labels, kw in [(y[:, :4], {}), (y, {"reduction": "avg"}), (y + 0j, {})]:
+            with pytest.raises((ValueError, TypeError)) as port_err:
+                portable(dense_ce, xx, labels, **kw)
+            with pytest.raises(type(port_err.value)) as kern_err:
+                dense_ce(xx, labels, **kw)
+            assert str(kern_err.value) == str(port_err.value)
+
+
+def test_dense_float64_other_label_dtypes() -> None:
+    x = RNG.standard_normal((30, 20))
+    y = _soft(x.shape)
+    for labels in (y.astype(np.float16), y.astype(">f8"), (y > 0.1).astype(np.uint16)):
+        check_dense(x, labels, f"{labels.dtype} labels", reduction="mean")
+
+
+def test_dense_torch_and_jax_float64() -> None:
+    """Integer labels of torch and JAX (exact sums in the library's order);
+    float labels and rows summing to ``2**53`` keep their portable path.
+    torch: the values of its portable path; JAX: NumPy's (XLA's portable
+    path differs from NumPy's in last bits, as for the sparse kernel)."""
+    torch = pytest.importorskip("torch")
+    xn = RNG.standard_normal((20, 30)) * 3
+    yn = RNG.integers(0, 3, xn.shape)
+    soft = _soft(xn.shape)
+    huge = yn * 2**52
+    for lab, kernel in [(yn, True), (yn > 0, True), (soft, False), (huge, True)]:
+        CALLS.clear()
+        with np.errstate(all="ignore"):
+            tx, ty = torch.from_numpy(xn), torch.from_numpy(lab)
+            loss, g = dense_ce(tx, ty, reduction="mean")
+            assert (["dense_ce_grad"] if kernel else []) == CALLS, lab.dtype
+            p_loss, p_g = portable(dense_ce, tx, ty, reduction="mean")
+        assert type(g) is torch.Tensor
+        assert g.dtype == torch.float64
+        _assert_bits(loss.numpy(), p_loss.numpy(), f"torch {lab.dtype}")
+        _assert_bits(g.numpy(), p_g.numpy(), f"torch {lab.dtype}")
+    jax = pytest.importorskip("jax")
+    jax.config.update("jax_enable_x64", True)  # as tests/conftest.py's xp
+    for lab, kernel in [(yn, True), (soft, False)]:
+        CALLS.clear()
+        loss, g = dense_ce(jax.numpy.asarray(xn), jax.numpy.asarray(lab))
+        assert (["dense_ce_grad"] if kernel else []) == CALLS
+        assert np.asarray(g).dtype == np.float64
+        if kernel:
+            p_loss, p_g = portable(dense_ce, xn, lab)
+            _assert_bits(np.asarray(loss), p_loss, f"jax {lab.dtype}")
+            _assert_bits(np.asarray(g), p_g, f"jax {lab.dtype}")
 
 
 # ---------------------------------------------- panels of rows (issue 5)
@@ -631,23 +857,34 @@ def test_panels_sparse_grad(
         check(x, y, f"axis {axis}", **kw)  # against the portable path
 
 
+@pytest.mark.parametrize("dtype", DTYPES)
 @pytest.mark.parametrize("reduction", REDUCTIONS)
-def test_panels_dense_grad(reduction: str, monkeypatch: pytest.MonkeyPatch) -> None:
-    for x, axis in _panel_cases(np.float32):
+def test_panels_dense_grad(
+    dtype: Any, reduction: str, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    for x, axis in _panel_cases(dtype):
         n = x.shape[axis]
         monkeypatch.setattr(_kernels, "_PANEL_BYTES", 3 * n * 8)
         onehot = np.moveaxis(np.eye(n)[_labels(x, axis)], -1, axis)
-        for labels in (onehot.astype(np.int8), onehot > 0):
+        labelings = [onehot.astype(np.int8), onehot > 0]
+        if dtype == np.float64:
+            labelings.append(_soft(x.shape, axis))
+        for labels in labelings:
             CALLS.clear()
             loss, g = dense_ce(x, labels, axis=axis, reduction=reduction)
             assert len(CALLS) > 1
-            want = _one_pass(
-                dense_ce, x, labels.astype(np.int64), axis, reduction=reduction
-            )
-            assert type(loss) is type(want[0])
-            assert np.array_equal(loss, want[0])
-            assert np.array_equal(g, want[1])
+            if labels.dtype.kind != "f":  # (float labels: their sums' order
+                want = _one_pass(  # is the layout's, not the copy's)
+                    dense_ce, x, labels.astype(np.int64), axis, reduction=reduction
+                )
+                assert type(loss) is type(want[0])
+                assert np.array_equal(loss, want[0])
+                assert np.array_equal(g, want[1])
             p_loss, p_g = portable(dense_ce, x, labels, axis=axis, reduction=reduction)
+            if dtype == np.float64:
+                _assert_bits(loss, p_loss, f"dense loss panels {axis}")
+                _assert_bits(g, p_g, f"dense grad panels {axis}")
+                continue
             assert_same(loss, p_loss, what=f"dense loss panels {axis}")
             assert_same(g, p_g, what=f"dense grad panels {axis}")
 

@@ -74,7 +74,7 @@ def softmax_cross_entropy(
     >>> float(loss), d
     (0.6931471805599453, array([ 0.5, -0.5]))
     """
-    if where is None and label_smoothing == 0.0 and xp is None:  # float32 kernel
+    if where is None and label_smoothing == 0.0 and xp is None:  # kernels
         fast = _kernels.softmax_cross_entropy_grad(logits, labels, axis, reduction)
         if fast is not None:
             return fast

@@ -6,9 +6,10 @@
 
 The public functions of ``logitkit._softmax``, ``logitkit._cross_entropy``,
 ``logitkit._sigmoid`` and ``logitkit._sigmoid_losses`` (and
-``lk.grad.sparse_softmax_cross_entropy`` and, for float32 logits,
-``lk.grad.softmax_cross_entropy``: one fused kernel for the loss and its
-gradient) call the dispatchers here first. A dispatcher returns ``None`` when its input
+``lk.grad.sparse_softmax_cross_entropy`` and ``lk.grad.softmax_cross_entropy``,
+float32 logits with integer labels or float64 logits with any real labels:
+one fused kernel for the loss and its gradient; ``lk.vjp.softmax`` and
+``lk.vjp.log_softmax``) call the dispatchers here first. A dispatcher returns ``None`` when its input
 does not qualify (not a float32/float64 array of NumPy, or of torch or JAX
 as below, an option other than the common ones, an empty axis, numba
 missing, kernels disabled), and the portable Array-API code then runs as
@@ -839,13 +840,16 @@ def softmax_cross_entropy_grad(
 ) -> tuple[Any, Any] | None:
     """``lk.grad.softmax_cross_entropy`` (dense labels, no options), or None.
 
-    float32 logits and integer or boolean labels only: the portable path's
+    float32 logits with integer or boolean labels: the portable path's
     per-row label sums ``Y`` are NumPy sums whose order (pairwise, or by
-    columns for other layouts) the kernel does not follow; sums of integers
-    are exact in any order, sums of float labels are not, and where
+    columns for other layouts) the float32 kernel does not follow; sums of
+    integers are exact in any order, sums of float labels are not, and where
     ``p_j`` is close to ``y_j`` (distillation) ``Y p_j - y_j`` shows the
-    difference even after rounding to float32. `labels` must be an array
-    of the logits' shape and library.
+    difference even after rounding to float32.
+
+    float64 logits with any real labels (:func:`_dense_grad64`): that kernel
+    adds the labels in NumPy's order. `labels` must be an array of the
+    logits' shape and library.
     """
     if reduction not in ("none", "mean", "sum"):
         return None
@@ -853,10 +857,12 @@ def softmax_cross_entropy_grad(
     if inp is None:
         return None
     np, x = inp.np, inp.x
-    if x.dtype != np.float32:
-        return None
     a = _class_axis(axis, x.ndim)
     if a is None:
+        return None
+    if x.dtype == np.float64:
+        return _dense_grad64(inp, labels, logits, a, reduction)
+    if x.dtype != np.float32:
         return None
     lab = _dense_labels(inp, labels, logits, kinds="iub")
     if lab is None:
@@ -885,6 +891,97 @@ def softmax_cross_entropy_grad(
         count = np.asarray(float(rows))
         xp = h.array_namespace(x)
         value = h.reduce(value, reduction, out_dtype=x.dtype, count=count, xp=xp)
+    g = grad.reshape(*expected, n)
+    g = g if a == x.ndim - 1 else np.moveaxis(g, -1, a)
+    return _back_pair(inp, value, g)
+
+
+def _sum_order(v: Any) -> bool | None:
+    """How NumPy sums `v` along its last axis: one term at a time (True),
+    pairwise (False), or None where the strides do not tell.
+
+    NumPy's reduction loops over the axes in the order of their strides, the
+    smallest innermost (axes of length 1 aside). The reduced axis innermost,
+    each row is one call of its pairwise sum; else the rows grow one term at
+    a time, in order (checked against ``np.sum`` on random layouts in
+    ``tests/test_kernels_grad.py``). A copy by ``astype`` (order "K") keeps
+    the order of the strides.
+    """
+    if v.shape[-1] <= 1:
+        return False
+    last = abs(v.strides[-1])
+    others = [
+        abs(s) for s, d in zip(v.strides[:-1], v.shape[:-1], strict=True) if d > 1
+    ]
+    if last == 0 or any(s in (0, last) for s in others):
+        return None
+    return any(s < last for s in others)
+
+
+def _label_dtype(np: Any, lab: Any) -> Any:
+    """The dtype the float64 dense kernel reads `lab` in: its own where the
+    kernel converts it (bool, integers, float32/float64; as ``astype``),
+    else float64 (a panel at a time)."""
+    dt = lab.dtype
+    if dt.isnative and (dt.kind in "biu" or dt in (np.float32, np.float64)):
+        return dt
+    return np.float64
+
+
+def _dense_grad64(
+    inp: _Input, labels: Any, logits: Any, a: int, reduction: str
+) -> tuple[Any, Any] | None:
+    """The float64 dense cross entropy and its gradient (``_f64.dense_ce_grad``).
+
+    NumPy labels of any real dtype: the kernel adds them (``Y``) in the
+    order NumPy adds them on the portable path, given by the labels' strides
+    (:func:`_sum_order`; strides that do not tell it take the portable
+    path). torch and JAX labels: integers or bool, whose sums are exact in
+    any order (that library's, on the portable path), but where a row's
+    absolute sum reaches ``2**53`` (the kernel flags it). The kernel also
+    flags rows whose labels cancel the ``L`` of the loss (signed labels
+    summing to ~0, see ``_f64._dense_ce_grad_row``). A call with a flagged
+    row takes the portable path after all.
+    """
+    np, x = inp.np, inp.x
+    foreign = inp.back is not None
+    lab = _dense_labels(inp, labels, logits, kinds="iub" if foreign else "iubf")
+    if lab is None:
+        return None
+    ym = _last(np, lab, a)
+    seq = _sum_order(ym)
+    if seq is None:
+        return None
+    mods = _load()
+    if mods is None:
+        return None
+    kernel = _kernel(mods, x.dtype, "dense_ce_grad")
+    if kernel is None:
+        return None
+    n = x.shape[a]
+    rows = x.size // n
+    expected = tuple(s for i, s in enumerate(x.shape) if i != a)
+    loss = _empty(np, rows, np.float64, inp.aligned)
+    lo = np.empty(rows, dtype=np.float64)
+    flag = np.zeros(rows, dtype=np.uint8)
+    grad = _empty(np, (rows, n), x.dtype, inp.aligned)
+    scale = np.full(rows, 1.0 / rows if reduction == "mean" else 1.0)
+    xv, yv = _view(np, _last(np, x, a)), _view(np, ym, _label_dtype(np, lab))
+    _panels(kernel, rows, n, xv, yv, scale, loss, grad, lo, flag, seq)
+    if (flag & (3 if foreign else 1)).any():
+        return None
+    if reduction == "none":
+        value = loss.reshape(expected) + lo.reshape(expected)  # as _reduction.reduce
+    else:
+        h = _helpers()
+        value = h.reduce(
+            loss.reshape(expected),
+            reduction,
+            out_dtype=x.dtype,
+            lo=lo.reshape(expected),
+            count=np.asarray(float(rows)),
+            xp=h.array_namespace(x),
+        )
     g = grad.reshape(*expected, n)
     g = g if a == x.ndim - 1 else np.moveaxis(g, -1, a)
     return _back_pair(inp, value, g)

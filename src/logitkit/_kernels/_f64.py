@@ -24,7 +24,11 @@ writes the low parts of the losses (for ``"mean"``/``"sum"``). The gradient
 (``sparse_ce_grad``) uses the high parts of ``exp`` and ``S`` only, in plain
 float64, as ``logitkit._cross_entropy._row_grad`` does; ``sparse_ce_fwd``
 and ``sparse_ce_bwd`` split it in two for torch autograd (each row's ``m``
-and ``S`` kept in between).
+and ``S`` kept in between). ``dense_ce_grad`` is the dense-label loss (the
+portable path's ``sum_dd`` of double-double terms) and its gradient, the
+label sums NumPy's sums in NumPy's order (its pairwise sum, or one term at a
+time, as the caller says from the labels' strides); rows whose signed labels
+cancel ``log1p(S)`` are flagged for the portable path.
 """
 
 # numba-compiled helpers are untyped for mypy: their results are Any.
@@ -43,12 +47,18 @@ from .._dd import _N, _tables
 from ._intrinsics import as_float, as_int, fma, maxnum64
 
 __all__ = [
+    "dense_ce_grad_parallel",
+    "dense_ce_grad_serial",
     "log_softmax_parallel",
     "log_softmax_serial",
+    "log_softmax_vjp_parallel",
+    "log_softmax_vjp_serial",
     "logsumexp_parallel",
     "logsumexp_serial",
     "softmax_parallel",
     "softmax_serial",
+    "softmax_vjp_parallel",
+    "softmax_vjp_serial",
     "sparse_ce_bwd_parallel",
     "sparse_ce_bwd_serial",
     "sparse_ce_fwd_parallel",
@@ -1057,3 +1067,335 @@ def sparse_ce_bwd_parallel(
         buf = np.empty((2, n), np.float64)
         for i in range(c * rows // nchunks, (c + 1) * rows // nchunks):
             _ce_bwd_row(x, labels, stats, scale, grad, i, n, buf)
+
+
+# ------------------------------------------ dense labels: loss and gradient
+#
+# ``lk.grad.softmax_cross_entropy`` (``logitkit._cross_entropy._rows`` and
+# ``_row_grad`` with ``refine``): the loss of a row is ``sum_dd`` (a pairwise
+# tree of TwoSum) of the double-doubles ``y_j (L - d_j)`` (``y_j != 0``), its
+# gradient ``Y p_j - y_j`` and ``(Y_rest - y_k S) / (1 + S)`` at the first
+# maximum ``k``, with the label sums ``Y`` and ``Y_rest`` NumPy sums (pairwise
+# along a row of the smallest stride, else one term at a time).
+
+#: NumPy's ``PW_BLOCKSIZE``: the longest run its pairwise sum adds in one loop.
+_PW_BLOCK = 128
+#: Labels whose sum is below this fraction of their absolute sum cancel the
+#: ``L`` of the loss's terms (see :func:`_dense_ce_grad_row`).
+_CANCEL = 2.0**-90
+
+
+@njit(inline="always", **_KW)  # type: ignore[untyped-decorator]
+def _term(a: Any, j: int, skip: int) -> float:
+    """``a[j]`` as float64 (labels of any real dtype), +0 at `skip`."""
+    return 0.0 if j == skip else np.float64(a[j])
+
+
+@njit(**_KW)  # type: ignore[untyped-decorator]
+def _pairwise_leaf(a: Any, lo: int, n: int, skip: int) -> float:
+    """NumPy's pairwise sum of ``a[lo:lo + n]``, ``n <= 128`` (``a[skip]`` read as +0)."""
+    if n < 8:
+        res = -0.0
+        for j in range(lo, lo + n):
+            res += _term(a, j, skip)
+        return res
+    r0 = _term(a, lo, skip)
+    r1 = _term(a, lo + 1, skip)
+    r2 = _term(a, lo + 2, skip)
+    r3 = _term(a, lo + 3, skip)
+    r4 = _term(a, lo + 4, skip)
+    r5 = _term(a, lo + 5, skip)
+    r6 = _term(a, lo + 6, skip)
+    r7 = _term(a, lo + 7, skip)
+    j = lo + 8
+    end = lo + n - n % 8
+    while j < end:
+        r0 += _term(a, j, skip)
+        r1 += _term(a, j + 1, skip)
+        r2 += _term(a, j + 2, skip)
+        r3 += _term(a, j + 3, skip)
+        r4 += _term(a, j + 4, skip)
+        r5 += _term(a, j + 5, skip)
+        r6 += _term(a, j + 6, skip)
+        r7 += _term(a, j + 7, skip)
+        j += 8
+    res = ((r0 + r1) + (r2 + r3)) + ((r4 + r5) + (r6 + r7))
+    while j < lo + n:
+        res += _term(a, j, skip)
+        j += 1
+    return res
+
+
+@njit(**_KW)  # type: ignore[untyped-decorator]
+def _pairwise(a: Any, n: int, skip: int) -> float:
+    """NumPy's pairwise sum of ``a[:n]`` (``a[skip]`` read as +0).
+
+    ``pairwise_sum`` of NumPy's ``loops_utils.h.src``: up to 128 terms
+    :func:`_pairwise_leaf`, above that the sum of its two halves, the first
+    ``n // 2`` rounded down to a multiple of 8. The recursion is walked with
+    a stack here: numba's cache does not load recursive functions safely
+    (they crash).
+    """
+    if n <= _PW_BLOCK:
+        return _pairwise_leaf(a, 0, n, skip)
+    depth = 2
+    k = n
+    while k > _PW_BLOCK:
+        k //= 2
+        depth += 2
+    frames = np.empty((2 * depth + 2, 3), np.int64)  # (lo, n, halves added)
+    sums = np.empty(depth + 1, np.float64)
+    top = 0
+    nsum = 0
+    frames[0, 0], frames[0, 1], frames[0, 2] = 0, n, 0
+    while top >= 0:
+        lo, cnt, join = frames[top, 0], frames[top, 1], frames[top, 2]
+        top -= 1
+        if cnt <= _PW_BLOCK:
+            sums[nsum] = _pairwise_leaf(a, lo, cnt, skip)
+            nsum += 1
+        elif join:
+            nsum -= 1
+            sums[nsum - 1] = sums[nsum - 1] + sums[nsum]
+        else:
+            n2 = cnt // 2
+            n2 -= n2 % 8
+            frames[top + 1, 0], frames[top + 1, 1], frames[top + 1, 2] = lo, cnt, 1
+            frames[top + 2, 0], frames[top + 2, 1] = lo + n2, cnt - n2
+            frames[top + 2, 2] = 0
+            frames[top + 3, 0], frames[top + 3, 1], frames[top + 3, 2] = lo, n2, 0
+            top += 3
+    return sums[0]
+
+
+@njit(**_KW)  # type: ignore[untyped-decorator]
+def _np_sum(a: Any, n: int, seq: bool, skip: int) -> float:
+    """``np.sum`` of ``a[:n]`` along a reduced axis (``a[skip]`` read as +0).
+
+    NumPy starts from 0 and adds the terms pairwise (:func:`_pairwise`) where
+    the axis is the inner loop of its iteration, else (`seq`: another axis
+    has a smaller stride) one at a time, in order.
+    """
+    if not seq:
+        return 0.0 + _pairwise(a, n, skip)
+    res = 0.0
+    for j in range(n):
+        res += _term(a, j, skip)
+    return res
+
+
+@njit(**_KW)  # type: ignore[untyped-decorator]
+def _dense_term(
+    v: float, m: float, y: float, big: float, small: float, nan_row: bool
+) -> tuple[float, float]:
+    """``y (L - d)`` of one entry ``v`` as the portable path's ``(p_hi, p_lo)``.
+
+    ``L - d`` by ``add_dd`` (``L - d`` rounded where ``d`` is not finite),
+    times ``y`` by ``mul_dd`` where both are below ``2**990`` (else rounded);
+    no low part beside a non-finite ``p_hi``.
+    """
+    if nan_row:
+        d, dl = math.nan, 0.0
+    else:
+        d, dl = _d(v, m)
+    if math.isfinite(d):
+        t_hi, t_lo = add_dd(big, small, -d, -dl)
+    else:
+        t_hi, t_lo = big - d, 0.0
+    if abs(y) < _DD_SAFE and abs(t_hi) < _DD_SAFE:
+        p_hi, p_lo = mul_dd(y, 0.0, t_hi, t_lo)
+    else:
+        p_hi, p_lo = y * t_hi, 0.0
+    return p_hi, (p_lo if math.isfinite(p_hi) else 0.0)
+
+
+@njit(**_KW)  # type: ignore[untyped-decorator]
+def _label_scan(lab: Any, i: int, n: int) -> tuple[int, int, bool, bool]:
+    """Row `i`'s labels: how many are nonzero, the last one's position,
+    whether they cancel ``L`` (two or more, of mixed signs, whose sum is
+    below ``2**-90`` of their absolute sum: see :func:`_dense_ce_grad_row`),
+    and whether their sums may round (an absolute sum from ``2**53`` on, or
+    NaN: integer labels then depend on the order of the additions)."""
+    cnt = 0
+    q = 0
+    pos = True
+    a = 0.0
+    for j in range(n):
+        y = np.float64(lab[i, j])
+        if y != 0.0:
+            cnt += 1
+            q = j
+            a += abs(y)
+            if not y > 0.0:
+                pos = False
+    rounds = not a < 2.0**53
+    if cnt < 2 or pos:
+        return cnt, q, False, rounds
+    t_hi = t_lo = 0.0  # the sum in double-double, against the absolute sum
+    for j in range(n):
+        t_hi, e = two_sum(t_hi, np.float64(lab[i, j]))
+        t_lo += e
+    return cnt, q, not abs(t_hi + t_lo) > _CANCEL * a, rounds
+
+
+@njit(**_KW)  # type: ignore[untyped-decorator]
+def _dense_loss(
+    x: Any,
+    lab: Any,
+    i: int,
+    n: int,
+    m: float,
+    big: float,
+    small: float,
+    nan_row: bool,
+    buf: Any,
+    cnt: int,
+    q: int,
+) -> tuple[float, float]:
+    """``sum_dd`` of row `i`'s terms ``y_j (L - d_j)`` (`cnt` nonzero labels).
+
+    As ``logitkit._dd.sum_dd``: a non-finite NumPy sum of the high parts is
+    the loss (low part 0); else the tree ``values[:h] + values[h:]`` by
+    TwoSum (padded with a 0 to an even length), each level's errors added by
+    a NumPy sum, then the NumPy sum of the low parts, and one last TwoSum.
+    Those NumPy sums are pairwise: the terms are C-ordered there, whatever
+    the labels' layout (``np.where`` with a C-ordered mask). A row with one
+    nonzero label (at `q`) adds only zeros to its term (a -0.0 becomes +0.0).
+    """
+    if cnt <= 1:
+        v, w = 0.0, 0.0
+        if cnt == 1:
+            y = np.float64(lab[i, q])
+            v, w = _dense_term(x[i, q], m, y, big, small, nan_row)
+        if not math.isfinite(v):
+            return v, 0.0
+        return two_sum(v + 0.0 if n > 1 else v, 0.0 + w)
+    vals = buf[1]
+    lows = buf[2]
+    errs = buf[3]
+    for j in range(n):
+        y = np.float64(lab[i, j])
+        if y != 0.0:
+            vals[j], lows[j] = _dense_term(x[i, j], m, y, big, small, nan_row)
+        else:
+            vals[j], lows[j] = 0.0, 0.0
+    plain = _np_sum(vals, n, False, -1)
+    if not math.isfinite(plain):
+        return plain, 0.0
+    err = 0.0
+    h = n
+    while h > 1:
+        if h % 2:
+            vals[h] = 0.0
+            h += 1
+        h //= 2
+        for j in range(h):
+            vals[j], errs[j] = two_sum(vals[j], vals[j + h])
+        err = err + _np_sum(errs, h, False, -1)
+    err = err + _np_sum(lows, n, False, -1)
+    return two_sum(vals[0], err)
+
+
+@njit(**_KW)  # type: ignore[untyped-decorator]
+def _dense_ce_grad_row(
+    x: Any,
+    lab: Any,
+    scale: Any,
+    out: Any,
+    grad: Any,
+    lo: Any,
+    flag: Any,
+    i: int,
+    n: int,
+    buf: Any,
+    seq: bool,
+) -> None:
+    """The dense cross entropy of row `i` (and its low part) and its gradient row.
+
+    ``buf`` (4, n + 1): ``exp`` (high, low parts) from :func:`_row`, then the
+    terms of the loss and their errors (:func:`_dense_loss`). ``Y`` is
+    NumPy's sum of the row (one term at a time if `seq`, else pairwise),
+    ``Y_rest`` its pairwise sum with ``y_k`` as +0 (``np.where``'s result is
+    C-ordered), ``y_k`` as the NumPy sum of +0s and ``y_k``; with one nonzero
+    label or none they are that label (or +0) exactly, in any order.
+
+    ``flag[i]`` has bit 1 set where the labels cancel ``L``
+    (:func:`_label_scan`), bit 2 where their sums may round: the caller
+    takes the portable path where it cannot use such rows. With ``L``
+    cancelled the loss is ``-sum_j y_j d_j`` up to the rounding of the
+    ``y_j L`` terms, whose last bits follow the ``2**-86`` differences of
+    ``S``'s low part between this kernel and the portable path (see the
+    module doc), and often decide the rounding of a result on a tie (signed
+    integer labels summing to 0: a quarter of such rows in a test).
+    """
+    cnt, q, cancels, rounds = _label_scan(lab, i, n)
+    m, s_hi, s_lo = _row(x, i, n, buf, True)
+    nan_row = math.isnan(s_hi)
+    big, small = log1p_dd(s_hi, s_lo)
+    out[i], lo[i] = _dense_loss(x, lab, i, n, m, big, small, nan_row, buf, cnt, q)
+    # (L = 0, from S = 0, is the same on both paths: nothing to cancel then.)
+    flag[i] = (1 if cancels and big != 0.0 else 0) | (2 if rounds else 0)
+    if nan_row:
+        for j in range(n):
+            grad[i, j] = math.nan
+        return
+    if m == -math.inf:  # no valid entry: no gradient
+        for j in range(n):
+            grad[i, j] = 0.0
+        return
+    k = 0
+    for j in range(n):
+        if x[i, j] == m:
+            k = j
+            break
+    row = lab[i]
+    if cnt <= 1:
+        v = np.float64(row[q]) if cnt == 1 else 0.0
+        y_total = 0.0 + v
+        y_rest = 0.0 + (v if q != k else 0.0)
+    else:
+        y_total = _np_sum(row, n, seq, -1)
+        y_rest = _np_sum(row, n, False, k)
+    y_k = 0.0 + np.float64(row[k])
+    c = scale[i]
+    den = 1.0 + s_hi
+    for j in range(n):
+        grad[i, j] = (y_total * (buf[0, j] / den) - np.float64(row[j])) * c
+    grad[i, k] = ((y_rest - y_k * s_hi) / den) * c
+
+
+@njit(**_KW)  # type: ignore[untyped-decorator]
+def dense_ce_grad_serial(
+    x: Any,
+    lab: Any,
+    scale: Any,
+    out: Any,
+    grad: Any,
+    lo: Any,
+    flag: Any,
+    seq: bool,
+    _nchunks: int,
+) -> None:
+    rows, n = x.shape
+    buf = np.empty((4, n + 1), np.float64)
+    for i in range(rows):
+        _dense_ce_grad_row(x, lab, scale, out, grad, lo, flag, i, n, buf, seq)
+
+
+@njit(parallel=True, **_KW)  # type: ignore[untyped-decorator]
+def dense_ce_grad_parallel(
+    x: Any,
+    lab: Any,
+    scale: Any,
+    out: Any,
+    grad: Any,
+    lo: Any,
+    flag: Any,
+    seq: bool,
+    nchunks: int,
+) -> None:
+    rows, n = x.shape
+    for c in prange(nchunks):
+        buf = np.empty((4, n + 1), np.float64)
+        for i in range(c * rows // nchunks, (c + 1) * rows // nchunks):
+            _dense_ce_grad_row(x, lab, scale, out, grad, lo, flag, i, n, buf, seq)
