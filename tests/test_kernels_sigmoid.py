@@ -72,6 +72,11 @@ def _adversarial(dtype: Any) -> np.ndarray:
         0.8813735870195429, 0.881373587019543, 0.8813735870195432,
         -0.8813735870195429, -0.881373587019543, -0.8813735870195432,
         0.5, -0.5, 1.0, -1.0, 2.0, -2.0, 1e-8, -1e-8,
+        # the float64 vector pass's domain: x = 0 or 2**-400 <= |x| <= 300
+        2.0**-400, -(2.0**-400), 2.0**-401, -(2.0**-401), 1e-300, -1e-300,
+        300.0, -300.0, 300.00000000000006, -300.00000000000006,
+        299.99999999999994, -299.99999999999994, 336.0, -336.0, 670.0, -670.0,
+        700.0, -700.0,
     ]  # fmt: skip
     with np.errstate(over="ignore"):
         return np.asarray(values, dtype=np.float64).astype(dtype)
@@ -148,6 +153,42 @@ def test_sigmoid_cross_entropy(dtype: Any, reduction: str) -> None:
         check(ce, x2, yy, kind=kind, reduction=reduction)
     x0, y0 = np.asarray(x2[0, 0]), np.asarray(y2[0, 0])
     check(ce, x0, y0, kind=None, reduction=reduction)  # 0-d: portable
+
+
+def test_float64_vector_pass_and_fix_ups() -> None:
+    """float64: elements of the vector pass and of the scalar fix-ups (tiny,
+    large or non-finite logits; tiny labels) side by side in the same blocks
+    of 512, in a serial and a parallel kernel call."""
+    ce = lk.sigmoid_cross_entropy
+    edges = _adversarial(np.float64)
+    tiny = [5e-324, -5e-324, 1e-300, 2.0**-400, 2.0**-401, -(2.0**-401), 1e-310]
+    big = [1e300, -1e300, 2.0**990, np.inf, -np.inf, np.nan, 1.0 - 2.0**-53]
+
+    def strict(fn: Callable[..., Any], *args: Any, kind: str, **kw: Any) -> None:
+        """Bit for bit (no ulp allowed), signs of zeros too; NaN where NaN."""
+        CALLS.clear()
+        with np.errstate(all="ignore"):
+            k = np.asarray(fn(*args, **kw))
+            assert [kind] == CALLS, (fn.__name__, CALLS)
+            p = np.asarray(portable(fn, *args, **kw))
+        nan = np.isnan(p)
+        assert np.array_equal(np.isnan(k), nan)
+        assert k[~nan].tobytes() == p[~nan].tobytes(), (fn.__name__, kw)
+
+    for n in (3000, (1 << 20) + 7):  # serial, then parallel
+        x = _random(np.float64, n)
+        x[RNG.integers(0, n, 200)] = RNG.choice(edges, 200)
+        y = _labels(x.shape, np.float64)
+        y[RNG.integers(0, n, 100)] = RNG.choice(tiny, 100)
+        for fn in ACTIVATIONS:
+            strict(fn, x, kind=fn.__name__)
+        strict(ce, x, y, kind="sigmoid_ce")
+        keep = np.abs(x) < 1e30  # finite totals: the sum kernel's own result
+        xf, yf = x[keep], y[keep]
+        for reduction in ("mean", "sum"):
+            strict(ce, xf, yf, kind="sigmoid_ce_sum", reduction=reduction)
+        y[RNG.integers(0, n, 100)] = RNG.choice(big, 100)
+        strict(ce, x, y, kind="sigmoid_ce")
 
 
 @pytest.mark.parametrize("dtype", DTYPES)
