@@ -22,6 +22,7 @@ pytest.importorskip("numba")
 from numba import njit
 
 from logitkit._kernels import _f64
+from test_kernels_f64_exp import _has_avx2
 
 _SHIFT = 1200  # every float64 times 2**1200 is an integer
 
@@ -88,14 +89,6 @@ def test_sum_span_offset(n: int) -> None:
         e_lo[i * n : (i + 1) * n] = buf[1]
         want = _f64._sum_span(x, i, n, m, buf[0], buf[1], 0)
         assert _f64._sum_span(x, i, n, m, e_hi, e_lo, i * n) == want
-
-
-def _has_avx2() -> bool:
-    try:
-        with open("/proc/cpuinfo") as f:
-            return " avx2" in f.read()
-    except OSError:
-        return False
 
 
 @pytest.mark.skipif(not _has_avx2(), reason="packed adds need AVX2 (x86-64 Linux)")
