@@ -488,6 +488,13 @@ def check_dense(x: np.ndarray, labels: Any, what: str = "", **kw: Any) -> None:
     assert type(loss) is type(p_loss)
     assert g.shape == x.shape
     assert g.dtype == x.dtype
+    # lk.softmax_cross_entropy: the same kernel (gradient dropped), the same loss
+    CALLS.clear()
+    with np.errstate(all="ignore"):
+        fwd = lk.softmax_cross_entropy(x, labels, **kw)
+        assert want == CALLS, CALLS
+    assert type(fwd) is type(loss)
+    _assert_bits(fwd, loss, f"dense forward {what} {kw}")
     if x.dtype == np.float64:
         _assert_bits(loss, p_loss, f"dense loss {what} {kw}")
         _assert_bits(g, p_g, f"dense grad {what} {kw}")
@@ -932,3 +939,26 @@ def test_torch_function_keeps_no_view_of_the_logits() -> None:
     loss.backward()
     _, want = grad_ce(x.detach().numpy(), y.numpy(), reduction="sum")
     assert np.array_equal(x.grad.numpy(), want)
+
+
+@pytest.mark.parametrize("dtype", DTYPES)
+def test_dense_forward_drops_the_gradient_by_panels(
+    dtype: Any, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """``lk.softmax_cross_entropy``: the fused kernel, its gradient a panel of scratch."""
+    outs: list[Any] = []
+    record_kernel_calls(monkeypatch, CALLS, outs)
+    monkeypatch.setattr(_kernels, "_PANEL_BYTES", 100 * 64 * np.dtype(dtype).itemsize)
+    x = (RNG.standard_normal((1000, 64)) * 4).astype(dtype)
+    y = np.eye(64, dtype=np.int64)[RNG.integers(0, 64, 1000)]
+    for reduction in REDUCTIONS:
+        CALLS.clear()
+        outs.clear()
+        v = lk.softmax_cross_entropy(x, y, reduction=reduction)
+        assert len(CALLS) >= 10
+        assert set(CALLS) == {"dense_ce_grad"}
+        # (rows, n, x, y, scale, loss, grad, ...): the gradient a panel at a time
+        assert all(args[6].shape[0] <= 100 for args in outs)
+        _assert_bits(
+            v, portable(lk.softmax_cross_entropy, x, y, reduction=reduction), ""
+        )

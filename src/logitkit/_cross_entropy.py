@@ -384,6 +384,12 @@ def softmax_cross_entropy(
     >>> lk.softmax_cross_entropy(x, y)  # logsumexp(x) - x_y gives 0 for row 0
     array([9.35762297e-14, 1.31326169e+00])
     """
+    # --- fast path: compiled kernels for NumPy float32/float64 (``_kernels``) ---
+    if where is None and label_smoothing == 0.0 and xp is None:
+        fast = _kernels.softmax_cross_entropy(logits, labels, axis, reduction)
+        if fast is not None:
+            return fast
+    # --- end of fast path ---
     value, _ = _dense(
         logits, labels, axis, where, label_smoothing, reduction, False, xp
     )

@@ -77,7 +77,8 @@ def softmax_cross_entropy(
     if where is None and label_smoothing == 0.0 and xp is None:  # kernels
         fast = _kernels.softmax_cross_entropy_grad(logits, labels, axis, reduction)
         if fast is not None:
-            return fast
+            loss, dlogits = fast
+            return loss, dlogits
     value, g = _dense(logits, labels, axis, where, label_smoothing, reduction, True, xp)
     assert g is not None
     return value, g

@@ -72,6 +72,7 @@ __all__ = [
     "sigmoid",
     "sigmoid_cross_entropy",
     "softmax",
+    "softmax_cross_entropy",
     "softmax_cross_entropy_grad",
     "softplus",
     "sparse_softmax_cross_entropy",
@@ -835,10 +836,32 @@ def sparse_softmax_cross_entropy_grad(
     return _back_pair(inp, value, g)
 
 
-def softmax_cross_entropy_grad(
+def softmax_cross_entropy(
     logits: Any, labels: Any, axis: Any, reduction: str
-) -> tuple[Any, Any] | None:
+) -> Any | None:
+    """``lk.softmax_cross_entropy`` (dense labels, no options) by a kernel, or None.
+
+    The fused kernel of :func:`softmax_cross_entropy_grad` (its loss is the
+    portable path's, which is the same for the loss alone and for the loss
+    with its gradient), the gradient written a panel at a time into a
+    scratch buffer and dropped: no array of the input's size.
+    """
+    return softmax_cross_entropy_grad(logits, labels, axis, reduction, grad=False)
+
+
+def _scratch(np: Any, rows: int, n: int, dtype: Any) -> _View:
+    """A (rows, n) kernel output that is dropped (read as zeros, never written back)."""
+    return _View(
+        np.broadcast_to(np.zeros((), dtype), (rows, n)), np.dtype(dtype), (n,), False
+    )
+
+
+def softmax_cross_entropy_grad(
+    logits: Any, labels: Any, axis: Any, reduction: str, *, grad: bool = True
+) -> Any | None:
     """``lk.grad.softmax_cross_entropy`` (dense labels, no options), or None.
+
+    With ``grad=False``: the loss alone (:func:`softmax_cross_entropy`).
 
     float32 logits with integer or boolean labels: the portable path's
     per-row label sums ``Y`` are NumPy sums whose order (pairwise, or by
@@ -861,7 +884,7 @@ def softmax_cross_entropy_grad(
     if a is None:
         return None
     if x.dtype == np.float64:
-        return _dense_grad64(inp, labels, logits, a, reduction)
+        return _dense_grad64(inp, labels, logits, a, reduction, grad)
     if x.dtype != np.float32:
         return None
     lab = _dense_labels(inp, labels, logits, kinds="iub")
@@ -881,17 +904,20 @@ def softmax_cross_entropy_grad(
     expected = tuple(s for i, s in enumerate(x.shape) if i != a)
     dtype = x.dtype if reduction == "none" else np.float64
     loss = _empty(np, rows, dtype, inp.aligned)
-    grad = _empty(np, (rows, n), x.dtype, inp.aligned)
+    g_out = _empty(np, (rows, n), x.dtype, inp.aligned) if grad else None
+    gv = _scratch(np, rows, n, x.dtype) if g_out is None else g_out
     scale = np.full(rows, 1.0 / rows if reduction == "mean" else 1.0)
     xv, yv = _view(np, _last(np, x, a)), _view(np, _last(np, lab, a), ldt)
-    _panels(kernel, rows, n, xv, yv, scale, loss, grad)
+    _panels(kernel, rows, n, xv, yv, scale, loss, gv)
     value = loss.reshape(expected)
     if reduction != "none":
         h = _helpers()
         count = np.asarray(float(rows))
         xp = h.array_namespace(x)
         value = h.reduce(value, reduction, out_dtype=x.dtype, count=count, xp=xp)
-    g = grad.reshape(*expected, n)
+    if g_out is None:
+        return value if inp.back is None else inp.back(np.asarray(value))
+    g = g_out.reshape(*expected, n)
     g = g if a == x.ndim - 1 else np.moveaxis(g, -1, a)
     return _back_pair(inp, value, g)
 
@@ -929,8 +955,8 @@ def _label_dtype(np: Any, lab: Any) -> Any:
 
 
 def _dense_grad64(
-    inp: _Input, labels: Any, logits: Any, a: int, reduction: str
-) -> tuple[Any, Any] | None:
+    inp: _Input, labels: Any, logits: Any, a: int, reduction: str, grad: bool
+) -> Any | None:
     """The float64 dense cross entropy and its gradient (``_f64.dense_ce_grad``).
 
     NumPy labels of any real dtype: the kernel adds them (``Y``) in the
@@ -964,10 +990,11 @@ def _dense_grad64(
     loss = _empty(np, rows, np.float64, inp.aligned)
     lo = np.empty(rows, dtype=np.float64)
     flag = np.zeros(rows, dtype=np.uint8)
-    grad = _empty(np, (rows, n), x.dtype, inp.aligned)
+    g_out = _empty(np, (rows, n), x.dtype, inp.aligned) if grad else None
+    gv = _scratch(np, rows, n, x.dtype) if g_out is None else g_out
     scale = np.full(rows, 1.0 / rows if reduction == "mean" else 1.0)
     xv, yv = _view(np, _last(np, x, a)), _view(np, ym, _label_dtype(np, lab))
-    _panels(kernel, rows, n, xv, yv, scale, loss, grad, lo, flag, seq)
+    _panels(kernel, rows, n, xv, yv, scale, loss, gv, lo, flag, seq)
     if (flag & (3 if foreign else 1)).any():
         return None
     if reduction == "none":
@@ -982,7 +1009,9 @@ def _dense_grad64(
             count=np.asarray(float(rows)),
             xp=h.array_namespace(x),
         )
-    g = grad.reshape(*expected, n)
+    if g_out is None:
+        return value if inp.back is None else inp.back(np.asarray(value))
+    g = g_out.reshape(*expected, n)
     g = g if a == x.ndim - 1 else np.moveaxis(g, -1, a)
     return _back_pair(inp, value, g)
 
