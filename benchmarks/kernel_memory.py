@@ -109,6 +109,7 @@ EXTRA_OPS: dict[str, str] = {
     ),
     "sigmoid_out_T": "lk.sigmoid(x.T, out=o)  # o C-contiguous",
     "sigmoid_ce_mean_T": 'lk.sigmoid_cross_entropy(x.T, y, reduction="mean")',
+    "dense_ce_mean": 'lk.softmax_cross_entropy(x, y_onehot_int8, reduction="mean")',
 }
 
 
@@ -153,6 +154,8 @@ def _call(lk: Any, op: str, x: Any, y: Any, o: Any) -> Any:
     if op == "logsumexp":
         return lk.logsumexp(x, axis=-1)
     reduction = "mean" if "_mean" in op else "none"
+    if op.startswith("dense_ce"):
+        return lk.softmax_cross_entropy(x, y, reduction=reduction)
     if op.startswith("sparse_ce"):
         return lk.sparse_softmax_cross_entropy(x, y, reduction=reduction)
     return lk.sigmoid_cross_entropy(x, y, reduction=reduction)
@@ -171,6 +174,9 @@ def _make(np: Any, op: str, dtype: Any, rows: int, cols: int, seed: int) -> tupl
         y = rng.integers(0, rows, size=cols, dtype=np.int64)
     elif op.startswith("sparse_ce"):
         y = rng.integers(0, cols, size=rows, dtype=np.int64)
+    elif op.startswith("dense_ce"):  # one-hot int8 labels of the logits' shape
+        y = np.zeros((rows, cols), dtype=np.int8)
+        y[np.arange(rows), rng.integers(0, cols, size=rows)] = 1
     elif op == "sigmoid_ce_mean_T":
         y = np.empty((cols, rows), dtype=dtype)
         y[...] = rng.random((cols, rows)) < 0.5

@@ -962,3 +962,14 @@ def test_dense_forward_drops_the_gradient_by_panels(
         _assert_bits(
             v, portable(lk.softmax_cross_entropy, x, y, reduction=reduction), ""
         )
+
+
+@pytest.mark.parametrize("dtype", DTYPES)
+def test_dense_forward_single_element(dtype: Any) -> None:
+    """A (1, 1) scratch gradient is a read-only view: the kernel gets a copy."""
+    x = np.asarray([[2.0]], dtype=dtype)
+    for y in (np.ones((1, 1), dtype=np.int64), np.ones((1, 1), dtype=bool)):
+        CALLS.clear()
+        v = lk.softmax_cross_entropy(x, y)
+        assert CALLS == ["dense_ce_grad"]
+        _assert_bits(v, portable(lk.softmax_cross_entropy, x, y), "1x1")

@@ -360,7 +360,10 @@ def _gathered(np: Any, w: Any) -> Any:
         return w
     if w.write:
         return np.empty((w.v.size // w.v.shape[-1], *w.tail), dtype=w.dtype)
-    return np.asarray(w.v, w.dtype, order="C").reshape(-1, *w.tail)
+    got = np.asarray(w.v, w.dtype, order="C")
+    if not got.flags.writeable:  # a one-element scratch (``_scratch``) is its view
+        got = got.copy()
+    return got.reshape(-1, *w.tail)
 
 
 def _panels(kernels: tuple[Any, Any], rows: int, n: int, *args: Any) -> None:
