@@ -418,6 +418,14 @@ def _panels(kernels: tuple[Any, Any], rows: int, n: int, *args: Any) -> None:
                 _copy_rows(np, w.v, lo, hi, buf[: hi - lo], into=False)
 
 
+def _find(dtype: Any, name: str, *, sigmoid: bool = False) -> Any:
+    """The (serial, parallel) pair of kernel `name` for `dtype` (loading the
+    softmax-family or, with `sigmoid`, the sigmoid-family modules), or None
+    where numba is missing or there is no such kernel."""
+    mods = _sigmoid_mods() if sigmoid else _load()
+    return None if mods is None else _kernel(mods, dtype, name)
+
+
 def _kernel(mods: tuple[ModuleType, ModuleType], dtype: Any, name: str) -> Any:
     """The (serial, parallel) pair of kernel `name` for `dtype`, or None."""
     key = (id(mods[0]), dtype.itemsize, name)
@@ -478,10 +486,7 @@ def _normalise(x: Any, axis: Any, out: Any, *, name: str) -> Any | None:
         type(out) is np.ndarray and out.shape == x.shape and out.dtype == x.dtype
     ):
         return None  # the portable path raises the error
-    mods = _load()
-    if mods is None:
-        return None
-    kernel = _kernel(mods, x.dtype, name)
+    kernel = _find(x.dtype, name)
     if kernel is None:
         return None
     n = x.shape[a]
@@ -532,10 +537,7 @@ def normaliser_vjp(x: Any, g: Any, axis: Any, *, name: str) -> Any | None:
     a = _class_axis(axis, xn.ndim)
     if a is None:
         return None
-    mods = _load()
-    if mods is None:
-        return None
-    kernel = _kernel(mods, xn.dtype, name + "_vjp")
+    kernel = _find(xn.dtype, name + "_vjp")
     if kernel is None:
         return None
     v = _last(np, xn, a)
@@ -577,10 +579,7 @@ def logsumexp(x: Any, axis: Any, keepdims: bool, return_sign: bool) -> Any | Non
         shape = tuple(
             1 if i == a else s for i, s in enumerate(x.shape) if keepdims or i != a
         )
-    mods = _load()
-    if mods is None:
-        return None
-    kernel = _kernel(mods, x.dtype, "logsumexp")
+    kernel = _find(x.dtype, "logsumexp")
     if kernel is None:
         return None
     rows = x.size // n
@@ -653,10 +652,7 @@ def _sparse_setup(
     a = _class_axis(axis, x.ndim)
     if a is None:
         return None
-    mods = _load()
-    if mods is None:
-        return None
-    kernel = _kernel(mods, x.dtype, name)
+    kernel = _find(x.dtype, name)
     if kernel is None:
         return None
     # The portable path's own checks, in its order and with its messages.
@@ -893,10 +889,7 @@ def softmax_cross_entropy_grad(
     lab = _dense_labels(inp, labels, logits, kinds="iub")
     if lab is None:
         return None  # float labels: the portable path (see above)
-    mods = _load()
-    if mods is None:
-        return None
-    kernel = _kernel(mods, x.dtype, "dense_ce_grad")
+    kernel = _find(x.dtype, "dense_ce_grad")
     if kernel is None:
         return None
     ldt = lab.dtype
@@ -981,10 +974,7 @@ def _dense_grad64(
     seq = _sum_order(ym)
     if seq is None:
         return None
-    mods = _load()
-    if mods is None:
-        return None
-    kernel = _kernel(mods, x.dtype, "dense_ce_grad")
+    kernel = _find(x.dtype, "dense_ce_grad")
     if kernel is None:
         return None
     n = x.shape[a]
@@ -1040,7 +1030,7 @@ def _py_div_dd(a_hi: float, a_lo: float, b: float) -> float:
     return q1 + r / b  # fast_two_sum's sum
 
 
-def _sum_parts(np: Any, mods: Any, x: Any, xf: Any, yf: Any) -> Any | None:
+def _sum_parts(np: Any, x: Any, xf: Any, yf: Any) -> Any | None:
     """The sum kernel's per-chunk totals ``(s, c)`` of `xf`, `yf` (flat views).
 
     Where either needs a copy, each chunk (as ``sigmoid_ce_sum_parallel``
@@ -1054,12 +1044,12 @@ def _sum_parts(np: Any, mods: Any, x: Any, xf: Any, yf: Any) -> Any | None:
     if (type(xf) is _View or type(yf) is _View) and size * item <= _PANEL_BYTES:
         xf, yf = _gathered(np, xf), _gathered(np, yf)  # small: one pass on copies
     if type(xf) is not _View and type(yf) is not _View:
-        kernel = _kernel(mods, x.dtype, "sigmoid_ce_sum")
+        kernel = _find(x.dtype, "sigmoid_ce_sum", sigmoid=True)
         if kernel is None:
             return None
         _run(kernel, size, 1, xf, yf, part)
         return part
-    kernel = _kernel(mods, x.dtype, "sigmoid_ce_sum_acc")
+    kernel = _find(x.dtype, "sigmoid_ce_sum_acc", sigmoid=True)
     if kernel is None:
         return None
     block = 512  # the kernels' _BLOCK
@@ -1085,9 +1075,7 @@ def _sum_parts(np: Any, mods: Any, x: Any, xf: Any, yf: Any) -> Any | None:
     return part
 
 
-def _sigmoid_ce_total(
-    np: Any, mods: Any, x: Any, xf: Any, yf: Any, reduction: str
-) -> Any | None:
+def _sigmoid_ce_total(np: Any, x: Any, xf: Any, yf: Any, reduction: str) -> Any | None:
     """``"sum"``/``"mean"`` of the sigmoid cross entropy, or None if not finite.
 
     The kernel adds the losses as it computes them (a compensated sum per
@@ -1096,7 +1084,7 @@ def _sigmoid_ce_total(
     round to the same value but where the exact one lies within ~2**-84 of
     a rounding boundary of float64. The rounding is the portable path's.
     """
-    part = _sum_parts(np, mods, x, xf, yf)
+    part = _sum_parts(np, x, xf, yf)
     if part is None:
         return None
     s, lo = 0.0, 0.0
@@ -1216,10 +1204,7 @@ def _elementwise(x: Any, out: Any, *, name: str) -> Any | None:
         type(out) is np.ndarray and out.shape == x.shape and out.dtype == x.dtype
     ):
         return None  # the portable path raises the error
-    mods = _sigmoid_mods()
-    if mods is None:
-        return None
-    kernel = _kernel(mods, x.dtype, name)
+    kernel = _find(x.dtype, name, sigmoid=True)
     if kernel is None:
         return None
     if out is not None and _aliased(np, x, out):
@@ -1267,10 +1252,7 @@ def sigmoid_cross_entropy(logits: Any, labels: Any, reduction: str) -> Any | Non
     lab = _dense_labels(inp, labels, logits, kinds="fiub")
     if lab is None:
         return None
-    mods = _sigmoid_mods()
-    if mods is None:
-        return None
-    kernel = _kernel(mods, x.dtype, "sigmoid_ce")
+    kernel = _find(x.dtype, "sigmoid_ce", sigmoid=True)
     if kernel is None:
         return None
     # The kernels read bool (as uint8) and integer labels as they are, and
@@ -1285,7 +1267,7 @@ def sigmoid_cross_entropy(logits: Any, labels: Any, reduction: str) -> Any | Non
     xf, yf = _flat(np, x, order), _flat(np, lab, order, ldt)
     refine = x.dtype == np.float64  # double-double: the low parts too
     if reduction != "none":
-        value = _sigmoid_ce_total(np, mods, x, xf, yf, reduction)
+        value = _sigmoid_ce_total(np, x, xf, yf, reduction)
         if value is not None:
             return value if inp.back is None else inp.back(np.asarray(value))
     # "none", or a total that is not finite: the losses, reduced as the

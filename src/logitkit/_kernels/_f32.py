@@ -221,23 +221,13 @@ def _special(x: Any, i: int, n: int, m: float, buf: Any) -> tuple[float, float, 
 
 @njit(**_KW)  # type: ignore[untyped-decorator]
 def _softmax_row(x: Any, out: Any, i: int, n: int, buf: Any) -> None:
-    m, lo = _row_range(x, i, n)
-    if math.isfinite(m):
-        s, t = _row_sum_store(x, i, n, m, lo, buf)
-        s = s + (t - 1.0)
-        if not math.isnan(s):
-            r = 1.0 / (1.0 + s)
-            for j in range(n):
-                out[i, j] = buf[j] * r
-            return
-    m, s, nan_row = _special(x, i, n, m, buf)
-    if nan_row:
+    r = _probs_row(x, i, n, buf)
+    if r == 0.0 or math.isnan(r):  # no valid entry: zeros; a NaN: NaN
         for j in range(n):
-            out[i, j] = math.nan
+            out[i, j] = r
         return
-    r = 1.0 / (1.0 + s)
     for j in range(n):
-        out[i, j] = (1.0 if buf[j] == 0.0 else 0.0) * r
+        out[i, j] = buf[j] * r
 
 
 @njit(**_KW)  # type: ignore[untyped-decorator]

@@ -82,7 +82,7 @@ from ._f64 import (
 )
 from ._f64 import two_sum as _two_sum
 from ._intrinsics import as_float, fma
-from ._sigmoid32 import log1p01
+from ._sigmoid32 import _acc, _merge, log1p01
 
 __all__ = [
     "log_sigmoid_parallel",
@@ -502,13 +502,6 @@ def sigmoid_ce_parallel(x: Any, y: Any, out: Any, lo: Any, nchunks: int) -> None
         _ce_range(x[a:b], y[a:b], out[a:b], lo[a:b])
 
 
-@njit(inline="always", **_KW)  # type: ignore[untyped-decorator]
-def _acc(s: float, c: float, v: float) -> tuple[float, float]:
-    """Add `v` to the compensated sum ``s + c`` (TwoSum; no fast-math)."""
-    t, err = _two_sum(s, v)
-    return t, c + err
-
-
 @njit(**_KW)  # type: ignore[untyped-decorator]
 def _sum_blocks(x: Any, y: Any, start: int, stop: int, buf: Any, acc: Any) -> None:
     """Add the losses of ``[start, stop)`` to the accumulators ``acc`` (8).
@@ -539,14 +532,6 @@ def _sum_blocks(x: Any, y: Any, start: int, stop: int, buf: Any, acc: Any) -> No
             j += 1
     acc[0], acc[1], acc[2], acc[3] = s0, s1, s2, s3
     acc[4], acc[5], acc[6], acc[7] = c0, c1, c2, c3
-
-
-@njit(inline="always", **_KW)  # type: ignore[untyped-decorator]
-def _merge(acc: Any) -> tuple[float, float]:
-    """The compensated sum ``(s, c)`` of the accumulators of :func:`_sum_blocks`."""
-    s, c = _acc(acc[0], acc[4] + acc[5], acc[1])
-    s, c = _acc(s, c + acc[6], acc[2])
-    return _acc(s, c + acc[7], acc[3])
 
 
 @njit(**_KW)  # type: ignore[untyped-decorator]
